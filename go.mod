@@ -16,4 +16,5 @@ require (
 	github.com/vbauerster/mpb/v8 v8.10.2 // indirect
 	golang.org/x/sys v0.37.0 // indirect
 	golang.org/x/term v0.36.0 // indirect
+	golang.org/x/text v0.30.0 // indirect
 )

@@ -1,0 +1,196 @@
+package catalog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ChunkRef locates a stored chunk. ID 0 is the all-zero block, stored
+// nowhere.
+type ChunkRef struct {
+	ID     int64
+	Hash   [32]byte
+	PackID int64
+	Offset int64
+	CLen   uint32
+	ULen   uint32
+}
+
+// NewChunk is a chunk made durable in a pack, to be indexed.
+type NewChunk struct {
+	Hash   [32]byte
+	PackID int64
+	Offset int64
+	CLen   uint32
+	ULen   uint32
+}
+
+// BlockWrite sets one block of a pending point to a chunk (by hash) or to
+// zeros.
+type BlockWrite struct {
+	Blk  int64
+	Hash [32]byte
+	Zero bool
+}
+
+// PackState records a pack's state and size.
+type PackState struct {
+	ID    int64
+	State string
+	Size  int64
+}
+
+// Batch is one durable step of ingest, applied in one transaction: packs
+// made durable, their chunks indexed, block rows of a pending point, its
+// progress, and optionally its commit.
+type Batch struct {
+	Packs    []PackState
+	Chunks   []NewChunk
+	VolumeID int64
+	PointID  int64
+	Blocks   []BlockWrite
+	Progress int64
+	Commit   bool
+	Time     time.Time
+}
+
+// Apply writes a batch in one transaction.
+func (db *DB) Apply(ctx context.Context, b Batch) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		for _, p := range b.Packs {
+			if _, err := tx.ExecContext(ctx, `UPDATE packs SET state = ?, size = ? WHERE id = ?`, p.State, p.Size, p.ID); err != nil {
+				return fmt.Errorf("record pack %d: %w", p.ID, err)
+			}
+		}
+		if len(b.Chunks) > 0 {
+			st, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO chunks(hash, pack_id, offset, clen, ulen) VALUES(?, ?, ?, ?, ?)`)
+			if err != nil {
+				return fmt.Errorf("index chunks: %w", err)
+			}
+			defer st.Close()
+			for _, c := range b.Chunks {
+				if _, err := st.ExecContext(ctx, c.Hash[:], c.PackID, c.Offset, c.CLen, c.ULen); err != nil {
+					return fmt.Errorf("index chunk %x: %w", c.Hash, err)
+				}
+			}
+		}
+		if b.PointID == 0 {
+			return nil
+		}
+		if len(b.Blocks) > 0 {
+			look, err := tx.PrepareContext(ctx, `SELECT id FROM chunks WHERE hash = ?`)
+			if err != nil {
+				return fmt.Errorf("record blocks: %w", err)
+			}
+			defer look.Close()
+			put, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO blocks(volume_id, blk, seq, chunk_id) VALUES(?, ?, ?, ?)`)
+			if err != nil {
+				return fmt.Errorf("record blocks: %w", err)
+			}
+			defer put.Close()
+			for _, w := range b.Blocks {
+				var id int64
+				if !w.Zero {
+					if err := look.QueryRowContext(ctx, w.Hash[:]).Scan(&id); err != nil {
+						return fmt.Errorf("record block %d: chunk %x is not indexed: %w", w.Blk, w.Hash, err)
+					}
+				}
+				if _, err := put.ExecContext(ctx, b.VolumeID, w.Blk, b.PointID, id); err != nil {
+					return fmt.Errorf("record block %d: %w", w.Blk, err)
+				}
+			}
+		}
+		if b.Commit {
+			res, err := tx.ExecContext(ctx, `UPDATE points SET state = 'committed', progress = ?, time_ns = ? WHERE id = ? AND state = 'pending'`,
+				b.Progress, b.Time.UnixNano(), b.PointID)
+			if err != nil {
+				return fmt.Errorf("commit point %d: %w", b.PointID, err)
+			}
+			if n, _ := res.RowsAffected(); n != 1 {
+				return fmt.Errorf("commit point %d: it is not pending", b.PointID)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE volumes SET size = (SELECT size FROM points WHERE id = ?) WHERE id = ?`, b.PointID, b.VolumeID); err != nil {
+				return fmt.Errorf("commit point %d: %w", b.PointID, err)
+			}
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE points SET progress = ? WHERE id = ?`, b.Progress, b.PointID); err != nil {
+			return fmt.Errorf("record progress of point %d: %w", b.PointID, err)
+		}
+		return nil
+	})
+}
+
+// CreatePack registers a new, open pack and returns its id.
+func (db *DB) CreatePack(ctx context.Context) (int64, error) {
+	var id int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO packs(state, created_ns) VALUES('open', ?)`, nowNS())
+		if err != nil {
+			return err
+		}
+		id, err = res.LastInsertId()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("register pack: %w", err)
+	}
+	return id, nil
+}
+
+// Chunk looks a chunk up by content hash.
+func (db *DB) Chunk(ctx context.Context, hash [32]byte) (ChunkRef, error) {
+	c := ChunkRef{Hash: hash}
+	err := db.r.QueryRowContext(ctx, `SELECT id, pack_id, offset, clen, ulen FROM chunks WHERE hash = ?`, hash[:]).
+		Scan(&c.ID, &c.PackID, &c.Offset, &c.CLen, &c.ULen)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ChunkRef{}, ErrNotFound
+	}
+	if err != nil {
+		return ChunkRef{}, fmt.Errorf("look up chunk %x: %w", hash, err)
+	}
+	return c, nil
+}
+
+// BlockMap resolves blocks [first, first+len(dst)) of a volume as of point
+// seq into dst: for each block, the newest version at or before seq (the
+// zero chunk when there is none). Each block costs one index seek.
+func (db *DB) BlockMap(ctx context.Context, volumeID, seq, first int64, dst []ChunkRef) error {
+	conn, err := db.r.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("resolve blocks: %w", err)
+	}
+	defer conn.Close()
+	st, err := conn.PrepareContext(ctx, `
+		SELECT b.chunk_id, c.id, c.hash, c.pack_id, c.offset, c.clen, c.ulen
+		FROM (SELECT chunk_id FROM blocks WHERE volume_id = ? AND blk = ? AND seq <= ? ORDER BY seq DESC LIMIT 1) b
+		LEFT JOIN chunks c ON c.id = b.chunk_id`)
+	if err != nil {
+		return fmt.Errorf("resolve blocks: %w", err)
+	}
+	defer st.Close()
+	for i := range dst {
+		blk := first + int64(i)
+		var want int64
+		var id, pk, off, clen, ulen sql.NullInt64
+		var h []byte
+		err := st.QueryRowContext(ctx, volumeID, blk, seq).Scan(&want, &id, &h, &pk, &off, &clen, &ulen)
+		var c ChunkRef
+		switch {
+		case errors.Is(err, sql.ErrNoRows) || (err == nil && want == 0):
+			// never written, or written as zeros
+		case err != nil:
+			return fmt.Errorf("resolve block %d of volume %d at point %d: %w", blk, volumeID, seq, err)
+		case !id.Valid:
+			return fmt.Errorf("resolve block %d of volume %d at point %d: chunk %d is missing from the index", blk, volumeID, seq, want)
+		default:
+			c = ChunkRef{ID: id.Int64, PackID: pk.Int64, Offset: off.Int64, CLen: uint32(clen.Int64), ULen: uint32(ulen.Int64)}
+			copy(c.Hash[:], h)
+		}
+		dst[i] = c
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+// Package catalog is the repository's SQLite catalog: machines and their
+// tokens, volumes, points in time, the chunk index (content hash → place in
+// a pack) and the block versions behind every point.
+//
+// Block versions are stored per changed block: a row (volume, block, seq,
+// chunk) says that from point seq on, block holds chunk, until a later row
+// for the same block. A point's state is, for each block, the newest row at
+// or before the point's seq, found by one index seek, so resolving
+// "volume V at time T" never replays history. Chunk id 0 is the all-zero
+// block and has no chunk row.
+package catalog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // the SQLite driver
+)
+
+// ErrNotFound is returned when a named machine, volume or point is absent.
+var ErrNotFound = errors.New("not found")
+
+// ErrExists is returned when creating something that already exists.
+var ErrExists = errors.New("already exists")
+
+const schemaVersion = "1"
+
+const schema = `
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS machines(
+	id INTEGER PRIMARY KEY,
+	name TEXT NOT NULL UNIQUE,
+	token_hash BLOB NOT NULL UNIQUE,
+	created_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS volumes(
+	id INTEGER PRIMARY KEY,
+	machine_id INTEGER NOT NULL REFERENCES machines(id),
+	name TEXT NOT NULL,
+	size INTEGER NOT NULL,
+	block_size INTEGER NOT NULL,
+	created_ns INTEGER NOT NULL,
+	UNIQUE(machine_id, name));
+CREATE TABLE IF NOT EXISTS points(
+	id INTEGER PRIMARY KEY,
+	volume_id INTEGER NOT NULL REFERENCES volumes(id),
+	time_ns INTEGER NOT NULL,
+	kind TEXT NOT NULL,
+	label TEXT NOT NULL DEFAULT '',
+	size INTEGER NOT NULL,
+	state TEXT NOT NULL,
+	progress INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS points_volume_time ON points(volume_id, state, time_ns);
+CREATE TABLE IF NOT EXISTS packs(
+	id INTEGER PRIMARY KEY,
+	state TEXT NOT NULL,
+	size INTEGER NOT NULL DEFAULT 0,
+	created_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks(
+	id INTEGER PRIMARY KEY,
+	hash BLOB NOT NULL UNIQUE,
+	pack_id INTEGER NOT NULL REFERENCES packs(id),
+	offset INTEGER NOT NULL,
+	clen INTEGER NOT NULL,
+	ulen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks(
+	volume_id INTEGER NOT NULL,
+	blk INTEGER NOT NULL,
+	seq INTEGER NOT NULL,
+	chunk_id INTEGER NOT NULL,
+	PRIMARY KEY(volume_id, blk, seq)) WITHOUT ROWID;
+`
+
+// Point states.
+const (
+	StatePending   = "pending"
+	StateCommitted = "committed"
+)
+
+// Pack states.
+const (
+	PackOpen   = "open"
+	PackSealed = "sealed"
+)
+
+// DB is an open catalog: one writer connection and a pool of readers.
+type DB struct {
+	w *sql.DB
+	r *sql.DB
+}
+
+func dsn(path string, readOnly bool) string {
+	s := fmt.Sprintf("file:%s?_journal_mode=WAL&_busy_timeout=30000&_synchronous=FULL&_foreign_keys=1&_txlock=immediate&_cache_size=-32000", path)
+	if readOnly {
+		s += "&_query_only=1"
+	}
+	return s
+}
+
+// Open opens the catalog at path. With create it makes the file and schema
+// when missing; without, a missing file is an error.
+func Open(ctx context.Context, path string, create bool) (*DB, error) {
+	if !create {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("open catalog: %w", err)
+		}
+	}
+	w, err := sql.Open("sqlite3", dsn(path, false))
+	if err != nil {
+		return nil, fmt.Errorf("open catalog %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	r, err := sql.Open("sqlite3", dsn(path, true))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open catalog %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	db := &DB{w: w, r: r}
+	if create {
+		if _, err := w.ExecContext(ctx, schema); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("create catalog schema in %s: %w", path, err)
+		}
+		if _, err := w.ExecContext(ctx, `INSERT OR IGNORE INTO meta(key, value) VALUES('schema', ?)`, schemaVersion); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("write catalog version: %w", err)
+		}
+	}
+	var v string
+	if err := r.QueryRowContext(ctx, `SELECT value FROM meta WHERE key='schema'`).Scan(&v); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("catalog %s: not a Rewind catalog: %w", path, err)
+	}
+	if v != schemaVersion {
+		db.Close()
+		return nil, fmt.Errorf("catalog %s: schema version %s, this rewind reads %s", path, v, schemaVersion)
+	}
+	return db, nil
+}
+
+// Close closes every connection.
+func (db *DB) Close() error {
+	return errors.Join(db.w.Close(), db.r.Close())
+}
+
+// tx runs fn in one write transaction.
+func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin catalog transaction: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit catalog transaction: %w", err)
+	}
+	return nil
+}
+
+func nowNS() int64 { return time.Now().UnixNano() }

@@ -1,0 +1,307 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rewind-cdp/rewind/catalog"
+	"github.com/rewind-cdp/rewind/repository/pack"
+)
+
+// Client talks to a backup server on behalf of one machine.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+	codec *pack.Codec
+	sent  atomic.Int64
+}
+
+// NewClient returns a client of the server at serverURL (https://host:port)
+// authenticating with a machine token.
+func NewClient(serverURL, token string, tlsCfg *tls.Config) (*Client, error) {
+	if !strings.HasPrefix(serverURL, "https://") {
+		return nil, fmt.Errorf("server URL %q: must start with https:// (the protocol always uses TLS)", serverURL)
+	}
+	codec, err := pack.NewCodec(1)
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{
+		TLSClientConfig:     tlsCfg,
+		ForceAttemptHTTP2:   true,
+		TLSHandshakeTimeout: 15 * time.Second,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+	}
+	return &Client{base: strings.TrimRight(serverURL, "/"), token: token, hc: &http.Client{Transport: tr}, codec: codec}, nil
+}
+
+// ServerError is an error answer from the server.
+type ServerError struct {
+	Status int
+	Msg    string
+}
+
+func (e *ServerError) Error() string { return fmt.Sprintf("server refused (%d): %s", e.Status, e.Msg) }
+
+func (c *Client) post(ctx context.Context, path, ctype string, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", ctype)
+	c.sent.Add(int64(len(body)))
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var er errorResponse
+		if json.Unmarshal(b, &er) != nil || er.Error == "" {
+			er.Error = strings.TrimSpace(string(b))
+		}
+		return nil, &ServerError{Status: resp.StatusCode, Msg: er.Error}
+	}
+	return b, nil
+}
+
+func (c *Client) postJSON(ctx context.Context, path string, in, out any) error {
+	body, _ := json.Marshal(in)
+	b, err := c.post(ctx, path, "application/json", body)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("answer to %s: %w", path, err)
+	}
+	return nil
+}
+
+// BackupOptions describe one backup of a volume.
+type BackupOptions struct {
+	Machine, Volume string
+	Label           string
+	Kind            string // default scan
+	BlockSize       int64  // for a new volume; 0 = the server's default
+	Source          io.ReaderAt
+	Size            int64
+	// Workers is how many batches are in flight (default 2×CPUs).
+	Workers int
+	// Progress, when set, is told the bytes of each batch read.
+	Progress func(n int64)
+	// RetryFor is how long to keep retrying after a dropped connection or a
+	// server restart (default 2 minutes).
+	RetryFor time.Duration
+}
+
+// BackupResult is what one backup did.
+type BackupResult struct {
+	Point     PointRef      `json:"point"`
+	Machine   string        `json:"machine"`
+	Volume    string        `json:"volume"`
+	Size      int64         `json:"size"`
+	BytesRead int64         `json:"bytes_read"`
+	BytesNew  int64         `json:"bytes_new"`
+	BytesSent int64         `json:"bytes_sent"`
+	BlocksNew int64         `json:"blocks_new"`
+	Resumed   bool          `json:"resumed"`
+	Retries   int           `json:"retries"`
+	Elapsed   time.Duration `json:"-"`
+}
+
+// Backup sends one point of a volume: every block is hashed, the server
+// says which it lacks, and only those are compressed and sent. After a
+// dropped connection or a server restart it begins again, and the server
+// resumes from what it had made durable.
+func (c *Client) Backup(ctx context.Context, opt BackupOptions) (BackupResult, error) {
+	start := time.Now()
+	res := BackupResult{Machine: opt.Machine, Volume: opt.Volume, Size: opt.Size}
+	if opt.Kind == "" {
+		opt.Kind = catalog.KindScan
+	}
+	if opt.RetryFor == 0 {
+		opt.RetryFor = 2 * time.Minute
+	}
+	if opt.Workers <= 0 {
+		opt.Workers = 2 * runtime.NumCPU()
+	}
+	sent0 := c.sent.Load()
+	deadline := time.Now().Add(opt.RetryFor)
+	backoff := 250 * time.Millisecond
+	for {
+		point, err := c.attempt(ctx, opt, &res)
+		if err == nil {
+			res.Point = point
+			break
+		}
+		if !retryable(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return res, err
+		}
+		res.Retries++
+		slog.Warn("backup interrupted; retrying", "err", err, "in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	res.BytesSent = c.sent.Load() - sent0
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+func retryable(err error) bool {
+	var se *ServerError
+	if errors.As(err, &se) {
+		return se.Status >= 500 || se.Status == http.StatusNotFound
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "connection")
+}
+
+// attempt runs one session from begin to commit.
+func (c *Client) attempt(ctx context.Context, opt BackupOptions, res *BackupResult) (PointRef, error) {
+	var br beginResponse
+	err := c.postJSON(ctx, "/v1/sessions", beginRequest{
+		Machine: opt.Machine, Volume: opt.Volume, Size: opt.Size, BlockSize: opt.BlockSize, Kind: opt.Kind, Label: opt.Label,
+	}, &br)
+	if err != nil {
+		return PointRef{}, err
+	}
+	if br.Resumed {
+		res.Resumed = true
+	}
+	bs := br.BlockSize
+	nblocks := (opt.Size + bs - 1) / bs
+	per := min(int64(maxOffer), max(1, (4<<20)/bs))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	firsts := make(chan int64)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for range opt.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var w batchWork
+			for first := range firsts {
+				n, err := c.sendBatch(ctx, br.Session, opt, bs, first, min(first+per, nblocks), &w)
+				if err != nil {
+					cancel(err)
+					return
+				}
+				mu.Lock()
+				res.BytesRead += n.read
+				res.BlocksNew += n.sentBlocks
+				mu.Unlock()
+				if opt.Progress != nil {
+					opt.Progress(n.read)
+				}
+			}
+		}()
+	}
+feed:
+	for first := br.ResumeFrom; first < nblocks; first += per {
+		select {
+		case firsts <- first:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(firsts)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return PointRef{}, err
+	}
+	var cr commitResponse
+	if err := c.postJSON(ctx, "/v1/sessions/"+br.Session+"/commit", commitRequest{Label: opt.Label}, &cr); err != nil {
+		return PointRef{}, err
+	}
+	res.BytesNew += cr.BytesNew
+	return cr.Point, nil
+}
+
+// batchWork is a worker's reusable buffers.
+type batchWork struct {
+	data   []byte
+	body   []byte
+	stored []byte
+	zero   []byte
+}
+
+type batchCount struct{ read, sentBlocks int64 }
+
+func (c *Client) sendBatch(ctx context.Context, session string, opt BackupOptions, bs, first, end int64, w *batchWork) (batchCount, error) {
+	var n batchCount
+	off := first * bs
+	length := min(opt.Size, end*bs) - off
+	if int64(cap(w.data)) < length {
+		w.data = make([]byte, length)
+	}
+	data := w.data[:length]
+	if got, err := opt.Source.ReadAt(data, off); int64(got) != length {
+		return n, fmt.Errorf("read source at offset %d: %w", off+int64(got), err)
+	}
+	n.read = length
+	if int64(len(w.zero)) < bs {
+		w.zero = make([]byte, bs)
+	}
+	o := offer{First: first, End: end}
+	block := func(i int64) []byte { return data[(i-first)*bs : min((i-first+1)*bs, length)] }
+	for i := first; i < end; i++ {
+		b := block(i)
+		e := offerEntry{Blk: i}
+		if bytes.Equal(b, w.zero[:len(b)]) {
+			e.Zero = true
+		} else {
+			e.Hash = pack.SumBlock(b)
+		}
+		o.Entries = append(o.Entries, e)
+	}
+	ans, err := c.post(ctx, "/v1/sessions/"+session+"/offer", "application/octet-stream", encodeOffer(o))
+	if err != nil {
+		return n, err
+	}
+	need, err := decodeIndices(ans, len(o.Entries))
+	if err != nil {
+		return n, err
+	}
+	if len(need) == 0 {
+		return n, nil
+	}
+	w.body = w.body[:0]
+	for _, i := range need {
+		e := o.Entries[i]
+		b := block(e.Blk)
+		stored, comp := c.codec.Compress(b, w.stored)
+		w.stored = stored[:0]
+		w.body = appendBlock(w.body, sentBlock{Blk: e.Blk, Entry: pack.Entry{Hash: e.Hash, Compression: comp, ULen: uint32(len(b))}, Stored: stored})
+	}
+	if _, err := c.post(ctx, "/v1/sessions/"+session+"/blocks", "application/octet-stream", w.body); err != nil {
+		return n, err
+	}
+	n.sentBlocks = int64(len(need))
+	return n, nil
+}

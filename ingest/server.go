@@ -1,0 +1,459 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rewind-cdp/rewind/catalog"
+	"github.com/rewind-cdp/rewind/repository"
+	"github.com/rewind-cdp/rewind/repository/pack"
+)
+
+// flushBytes and flushRows bound what a session holds before it makes its
+// progress durable; they also bound the server's memory per session.
+const (
+	flushBytes = 64 << 20
+	flushRows  = 8192
+)
+
+// Server receives blocks into one repository.
+type Server struct {
+	repo  *repository.Repo
+	store *repository.Store
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	byVolume map[int64]*session
+}
+
+// NewServer recovers the repository after any unclean stop and returns a
+// server writing into it. The caller holds the repository's lock.
+func NewServer(ctx context.Context, repo *repository.Repo) (*Server, error) {
+	store, err := repo.NewStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{repo: repo, store: store, sessions: map[string]*session{}, byVolume: map[int64]*session{}}, nil
+}
+
+// Close seals the open pack.
+func (s *Server) Close(ctx context.Context) error { return s.store.Close(ctx) }
+
+// Handler returns the HTTP handler of the protocol.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/sessions", s.auth(s.begin))
+	mux.HandleFunc("POST /v1/sessions/{id}/offer", s.auth(s.withSession(s.offer)))
+	mux.HandleFunc("POST /v1/sessions/{id}/blocks", s.auth(s.withSession(s.blocks)))
+	mux.HandleFunc("POST /v1/sessions/{id}/commit", s.auth(s.withSession(s.commit)))
+	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	return mux
+}
+
+// Serve serves the protocol on ln with TLS until ctx ends, then shuts down
+// gracefully and seals the open pack.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, cert tls.Certificate) error {
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13, NextProtos: []string{"h2", "http/1.1"}},
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		s.Close(context.Background())
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hs.Shutdown(sctx)
+	return s.Close(context.Background())
+}
+
+type machineKey struct{}
+
+func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			httpError(w, http.StatusUnauthorized, "authentication required: send the machine's token")
+			return
+		}
+		m, err := s.repo.Catalog.MachineByToken(r.Context(), HashToken(tok))
+		if errors.Is(err, catalog.ErrNotFound) {
+			slog.Warn("refused a request with an unknown token", "remote", r.RemoteAddr)
+			httpError(w, http.StatusUnauthorized, "unknown token")
+			return
+		}
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), machineKey{}, m)))
+	}
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(errorResponse{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// session is one point being received.
+type session struct {
+	id        string
+	machine   catalog.Machine
+	volume    catalog.Volume
+	point     catalog.Point
+	baseSeq   int64 // the latest committed point when the session began
+	blockSize int64
+	nblocks   int64
+
+	mu        sync.Mutex
+	dead      bool
+	expect    map[int64]pack.Hash // blocks asked for, not yet received
+	ranges    map[int64]*blockRange
+	progress  int64 // every block below is recorded
+	rows      []catalog.BlockWrite
+	unflushed int64
+	bytesNew  int64
+	blocksNew int64
+}
+
+type blockRange struct {
+	end         int64
+	outstanding int
+}
+
+func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
+	m := r.Context().Value(machineKey{}).(catalog.Machine)
+	var req beginRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
+		httpError(w, http.StatusBadRequest, "begin: "+err.Error())
+		return
+	}
+	if req.Machine != m.Name {
+		slog.Warn("refused a token writing another machine", "token_machine", m.Name, "asked", req.Machine)
+		httpError(w, http.StatusForbidden, fmt.Sprintf("this token belongs to machine %q and may not write machine %q", m.Name, req.Machine))
+		return
+	}
+	if err := ValidName(req.Volume); err != nil {
+		httpError(w, http.StatusBadRequest, "volume: "+err.Error())
+		return
+	}
+	if req.BlockSize == 0 {
+		req.BlockSize = s.repo.Config.DefaultBlockSize
+	}
+	if err := ValidBlockSize(req.BlockSize); err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if req.Size <= 0 {
+		httpError(w, http.StatusBadRequest, "begin: the volume is empty")
+		return
+	}
+	if req.Kind == "" {
+		req.Kind = catalog.KindScan
+	}
+	ctx := r.Context()
+	vol, err := s.repo.Catalog.EnsureVolume(ctx, m.ID, req.Volume, req.Size, req.BlockSize)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	// A new session on a volume supersedes any earlier one (whose client is
+	// gone or gave up); its point is resumed.
+	s.mu.Lock()
+	if old := s.byVolume[vol.ID]; old != nil {
+		old.mu.Lock()
+		old.dead = true
+		old.mu.Unlock()
+		delete(s.sessions, old.id)
+	}
+	s.mu.Unlock()
+	p, resumed, err := s.repo.Catalog.BeginPoint(ctx, vol.ID, req.Size, req.Kind, req.Label)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	var base int64
+	if lp, err := s.repo.Catalog.LatestPoint(ctx, vol.ID); err == nil {
+		base = lp.ID
+	}
+	idb := make([]byte, 16)
+	rand.Read(idb)
+	sess := &session{
+		id: hex.EncodeToString(idb), machine: m, volume: vol, point: p, baseSeq: base,
+		blockSize: vol.BlockSize, nblocks: (req.Size + vol.BlockSize - 1) / vol.BlockSize,
+		expect: map[int64]pack.Hash{}, ranges: map[int64]*blockRange{}, progress: p.Progress,
+	}
+	s.mu.Lock()
+	s.sessions[sess.id] = sess
+	s.byVolume[vol.ID] = sess
+	s.mu.Unlock()
+	slog.Info("session begun", "machine", m.Name, "volume", vol.Name, "point", p.ID, "resumed", resumed, "resume_from", p.Progress)
+	writeJSON(w, beginResponse{Session: sess.id, PointID: p.ID, BlockSize: vol.BlockSize, ResumeFrom: p.Progress, Resumed: resumed})
+}
+
+func (s *Server) withSession(h func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		m := r.Context().Value(machineKey{}).(catalog.Machine)
+		s.mu.Lock()
+		sess := s.sessions[r.PathValue("id")]
+		s.mu.Unlock()
+		if sess == nil {
+			httpError(w, http.StatusNotFound, "no such session (the server restarted or a newer session took over): begin again")
+			return
+		}
+		if sess.machine.ID != m.ID {
+			httpError(w, http.StatusForbidden, "this session belongs to another machine")
+			return
+		}
+		sess.mu.Lock()
+		dead := sess.dead
+		sess.mu.Unlock()
+		if dead {
+			httpError(w, http.StatusConflict, "session superseded by a newer one")
+			return
+		}
+		h(w, r, sess)
+	}
+}
+
+func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
+	ctx := r.Context()
+	body, err := io.ReadAll(io.LimitReader(r.Body, 20+maxOffer*offerEntrySize+1))
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	o, err := decodeOffer(body)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if o.End > sess.nblocks || len(o.Entries) != int(o.End-o.First) {
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("offer: range [%d, %d) must list each of the volume's %d blocks once", o.First, o.End, sess.nblocks))
+		return
+	}
+	// What each block holds in the latest committed point: unchanged blocks
+	// need no row.
+	cur := make([]catalog.ChunkRef, o.End-o.First)
+	if sess.baseSeq > 0 {
+		if err := s.repo.Catalog.BlockMap(ctx, sess.volume.ID, sess.baseSeq, o.First, cur); err != nil {
+			httpError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+	}
+	var need []uint32
+	var rows []catalog.BlockWrite
+	for i, e := range o.Entries {
+		if e.Blk != o.First+int64(i) {
+			httpError(w, http.StatusBadRequest, "offer: blocks must be listed in order")
+			return
+		}
+		c := cur[i]
+		switch {
+		case e.Zero:
+			if c.ID != 0 {
+				rows = append(rows, catalog.BlockWrite{Blk: e.Blk, Zero: true})
+			}
+		case c.ID != 0 && c.Hash == e.Hash:
+			// unchanged
+		default:
+			has, err := s.store.Has(ctx, e.Hash)
+			if err != nil {
+				httpError(w, http.StatusInternalServerError, err.Error())
+				return
+			}
+			if has {
+				rows = append(rows, catalog.BlockWrite{Blk: e.Blk, Hash: e.Hash})
+			} else {
+				need = append(need, uint32(i))
+			}
+		}
+	}
+	sess.mu.Lock()
+	sess.rows = append(sess.rows, rows...)
+	for _, i := range need {
+		sess.expect[o.Entries[i].Blk] = o.Entries[i].Hash
+	}
+	sess.ranges[o.First] = &blockRange{end: o.End, outstanding: len(need)}
+	sess.advance()
+	sess.mu.Unlock()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(encodeIndices(need))
+}
+
+// advance moves progress over completed ranges. Called with mu held.
+func (sess *session) advance() {
+	for {
+		rg, ok := sess.ranges[sess.progress]
+		if !ok || rg.outstanding > 0 {
+			return
+		}
+		delete(sess.ranges, sess.progress)
+		sess.progress = rg.end
+	}
+}
+
+func (s *Server) blocks(w http.ResponseWriter, r *http.Request, sess *session) {
+	ctx := r.Context()
+	body := io.LimitReader(r.Body, maxOffer*(sess.blockSize*2+blockHeaderSize))
+	var buf, plain []byte
+	var received int
+	for {
+		b, nb, err := readBlock(body, uint32(sess.blockSize), buf)
+		buf = nb
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			httpError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		sess.mu.Lock()
+		want, ok := sess.expect[b.Blk]
+		sess.mu.Unlock()
+		if !ok || want != b.Entry.Hash {
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("blocks: block %d was not asked for with that hash", b.Blk))
+			return
+		}
+		// Verify before storing: a block is kept only under its true hash,
+		// so no client can poison another machine's de-duplicated data.
+		plain, err = s.repo.Codec().Decode(b.Entry, b.Stored, plain)
+		if err != nil {
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("blocks: block %d: %v", b.Blk, err))
+			return
+		}
+		if want := min(sess.blockSize, sess.point.Size-b.Blk*sess.blockSize); int64(len(plain)) != want {
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("blocks: block %d has %d bytes, expected %d", b.Blk, len(plain), want))
+			return
+		}
+		if err := s.store.Put(ctx, b.Entry, b.Stored); err != nil {
+			slog.Error("storing a block failed", "err", err)
+			httpError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		sess.mu.Lock()
+		delete(sess.expect, b.Blk)
+		sess.rows = append(sess.rows, catalog.BlockWrite{Blk: b.Blk, Hash: b.Entry.Hash})
+		sess.unflushed += int64(len(b.Stored))
+		sess.bytesNew += int64(len(b.Stored))
+		sess.blocksNew++
+		for first, rg := range sess.ranges {
+			if b.Blk >= first && b.Blk < rg.end {
+				rg.outstanding--
+				break
+			}
+		}
+		sess.advance()
+		sess.mu.Unlock()
+		received++
+	}
+	sess.mu.Lock()
+	due := sess.unflushed >= flushBytes || len(sess.rows) >= flushRows
+	sess.mu.Unlock()
+	if due {
+		if _, err := s.flush(ctx, sess, false); err != nil {
+			httpError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+	}
+	writeJSON(w, map[string]int{"received": received})
+}
+
+// flush makes the session's recorded blocks and progress durable, and with
+// commit also commits the point.
+func (s *Server) flush(ctx context.Context, sess *session, commit bool) (catalog.Batch, error) {
+	sess.mu.Lock()
+	if commit && (sess.progress < sess.nblocks || len(sess.expect) > 0) {
+		p, n := sess.progress, sess.nblocks
+		sess.mu.Unlock()
+		return catalog.Batch{}, fmt.Errorf("commit: only blocks below %d of %d are recorded", p, n)
+	}
+	rows := sess.rows
+	sess.rows = nil
+	unflushed := sess.unflushed
+	sess.unflushed = 0
+	b := catalog.Batch{VolumeID: sess.volume.ID, PointID: sess.point.ID, Blocks: rows, Progress: sess.progress, Commit: commit, Time: time.Now().UTC()}
+	sess.mu.Unlock()
+	sort.Slice(b.Blocks, func(i, j int) bool { return b.Blocks[i].Blk < b.Blocks[j].Blk })
+	if err := s.store.Commit(ctx, b); err != nil {
+		sess.mu.Lock()
+		sess.rows = append(rows, sess.rows...)
+		sess.unflushed += unflushed
+		sess.mu.Unlock()
+		return b, err
+	}
+	return b, nil
+}
+
+func (s *Server) commit(w http.ResponseWriter, r *http.Request, sess *session) {
+	var req commitRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil && err != io.EOF {
+		httpError(w, http.StatusBadRequest, "commit: "+err.Error())
+		return
+	}
+	b, err := s.flush(r.Context(), sess, true)
+	if err != nil {
+		httpError(w, http.StatusConflict, err.Error())
+		return
+	}
+	s.mu.Lock()
+	delete(s.sessions, sess.id)
+	if s.byVolume[sess.volume.ID] == sess {
+		delete(s.byVolume, sess.volume.ID)
+	}
+	s.mu.Unlock()
+	sess.mu.Lock()
+	sess.dead = true
+	resp := commitResponse{Point: PointRef{ID: sess.point.ID, Time: b.Time}, BytesNew: sess.bytesNew, BlocksNew: sess.blocksNew}
+	sess.mu.Unlock()
+	slog.Info("point committed", "machine", sess.machine.Name, "volume", sess.volume.Name, "point", sess.point.ID, "bytes_new", resp.BytesNew)
+	writeJSON(w, resp)
+}
+
+// ValidBlockSize checks a volume block size: a power of two from 4 KiB to
+// 1 MiB.
+func ValidBlockSize(n int64) error {
+	if n < 4096 || n > 1<<20 || n&(n-1) != 0 {
+		return fmt.Errorf("block size %d: must be a power of two from 4096 to 1048576", n)
+	}
+	return nil
+}
+
+// ValidName checks a machine or volume name: 1–128 printable characters,
+// no slash (names become directories in the time-travel filesystem).
+func ValidName(n string) error {
+	if n == "" || len(n) > 128 || strings.ContainsAny(n, "/\\\x00") || n == "." || n == ".." || !isPrintable(n) {
+		return fmt.Errorf("name %q: use 1–128 printable characters without slashes", n)
+	}
+	return nil
+}
+
+func isPrintable(s string) bool {
+	return !bytes.ContainsFunc([]byte(s), func(r rune) bool { return r < 0x20 || r == 0x7f })
+}

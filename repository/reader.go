@@ -1,0 +1,219 @@
+package repository
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/rewind-cdp/rewind/catalog"
+)
+
+// mapWindow is how many block versions are resolved per catalog visit.
+const mapWindow = 1024
+
+// PointReader reads a volume as it was at one point. It is an
+// io.ReaderAt, safe for concurrent use, and keeps a bounded number of
+// resolved block-map windows.
+type PointReader struct {
+	repo  *Repo
+	point catalog.Point
+
+	mu      sync.Mutex
+	windows map[int64][]catalog.ChunkRef
+	order   []int64
+}
+
+const maxWindows = 64
+
+// OpenPoint returns a reader of the volume at point p.
+func (r *Repo) OpenPoint(p catalog.Point) *PointReader {
+	return &PointReader{repo: r, point: p, windows: map[int64][]catalog.ChunkRef{}}
+}
+
+// Size is the volume's size at the point.
+func (pr *PointReader) Size() int64 { return pr.point.Size }
+
+// Point is the point being read.
+func (pr *PointReader) Point() catalog.Point { return pr.point }
+
+func (pr *PointReader) blocks() int64 {
+	return (pr.point.Size + pr.point.BlockSize - 1) / pr.point.BlockSize
+}
+
+// Block returns where block blk of the point is stored.
+func (pr *PointReader) Block(ctx context.Context, blk int64) (catalog.ChunkRef, error) {
+	w := blk / mapWindow
+	pr.mu.Lock()
+	refs, ok := pr.windows[w]
+	pr.mu.Unlock()
+	if !ok {
+		first := w * mapWindow
+		n := min(int64(mapWindow), pr.blocks()-first)
+		if n <= 0 {
+			return catalog.ChunkRef{}, fmt.Errorf("block %d is past the end of the volume", blk)
+		}
+		refs = make([]catalog.ChunkRef, n)
+		if err := pr.repo.Catalog.BlockMap(ctx, pr.point.VolumeID, pr.point.ID, first, refs); err != nil {
+			return catalog.ChunkRef{}, err
+		}
+		pr.mu.Lock()
+		if _, dup := pr.windows[w]; !dup {
+			if len(pr.order) >= maxWindows {
+				delete(pr.windows, pr.order[0])
+				pr.order = pr.order[1:]
+			}
+			pr.windows[w] = refs
+			pr.order = append(pr.order, w)
+		}
+		pr.mu.Unlock()
+	}
+	return refs[blk-w*mapWindow], nil
+}
+
+// blockLen is the length of block blk (the last one may be short).
+func (pr *PointReader) blockLen(blk int64) int64 {
+	return min(pr.point.BlockSize, pr.point.Size-blk*pr.point.BlockSize)
+}
+
+// ReadBlock returns the verified data of block blk, appended to dst[:0].
+func (pr *PointReader) ReadBlock(ctx context.Context, blk int64, dst []byte) ([]byte, error) {
+	ref, err := pr.Block(ctx, blk)
+	if err != nil {
+		return nil, err
+	}
+	n := pr.blockLen(blk)
+	if ref.ID == 0 {
+		dst = dst[:0]
+		return append(dst, make([]byte, n)...), nil
+	}
+	data, err := pr.repo.ReadChunk(ctx, ref, dst)
+	if err != nil {
+		return nil, fmt.Errorf("%s/%s point %d, block %d: %w", pr.point.Machine, pr.point.Volume, pr.point.ID, blk, err)
+	}
+	if int64(len(data)) != n {
+		return nil, fmt.Errorf("%s/%s point %d, block %d: stored block has %d bytes, expected %d", pr.point.Machine, pr.point.Volume, pr.point.ID, blk, len(data), n)
+	}
+	return data, nil
+}
+
+// ReadAt reads the volume at the point.
+func (pr *PointReader) ReadAt(p []byte, off int64) (int, error) {
+	return pr.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext is ReadAt with a context.
+func (pr *PointReader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read at negative offset %d", off)
+	}
+	n := 0
+	bs := pr.point.BlockSize
+	var buf []byte
+	for n < len(p) {
+		pos := off + int64(n)
+		if pos >= pr.point.Size {
+			return n, io.EOF
+		}
+		blk := pos / bs
+		data, err := pr.ReadBlock(ctx, blk, buf)
+		if err != nil {
+			return n, err
+		}
+		buf = data[:0]
+		n += copy(p[n:], data[pos-blk*bs:])
+	}
+	return n, nil
+}
+
+// RestoreOptions tune Restore.
+type RestoreOptions struct {
+	// Workers read and decompress blocks in parallel (default: CPUs).
+	Workers int
+	// SkipZeros leaves all-zero blocks unwritten, for a fresh sparse file.
+	SkipZeros bool
+	// Progress, when set, is called with the bytes of each block done.
+	Progress func(n int64)
+}
+
+// Restore writes the volume at point p to dst, block by block, each block
+// verified against its content hash before it is written.
+func (r *Repo) Restore(ctx context.Context, p catalog.Point, dst io.WriterAt, opt RestoreOptions) error {
+	pr := r.OpenPoint(p)
+	workers := opt.Workers
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	type job struct {
+		blk int64
+		ref catalog.ChunkRef
+	}
+	jobs := make(chan job, 4*workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			var zeros []byte
+			for j := range jobs {
+				n := pr.blockLen(j.blk)
+				var data []byte
+				if j.ref.ID == 0 {
+					if opt.SkipZeros {
+						if opt.Progress != nil {
+							opt.Progress(n)
+						}
+						continue
+					}
+					if int64(len(zeros)) < n {
+						zeros = make([]byte, n)
+					}
+					data = zeros[:n]
+				} else {
+					var err error
+					data, err = r.ReadChunk(ctx, j.ref, buf)
+					if err != nil {
+						cancel(fmt.Errorf("%s/%s point %d, block %d: %w", p.Machine, p.Volume, p.ID, j.blk, err))
+						continue
+					}
+					buf = data[:0]
+					if int64(len(data)) != n {
+						cancel(fmt.Errorf("%s/%s point %d, block %d: stored block has %d bytes, expected %d", p.Machine, p.Volume, p.ID, j.blk, len(data), n))
+						continue
+					}
+				}
+				if _, err := dst.WriteAt(data, j.blk*p.BlockSize); err != nil {
+					cancel(fmt.Errorf("write block %d: %w", j.blk, err))
+					continue
+				}
+				if opt.Progress != nil {
+					opt.Progress(n)
+				}
+			}
+		}()
+	}
+	total := pr.blocks()
+	refs := make([]catalog.ChunkRef, mapWindow)
+feed:
+	for first := int64(0); first < total; first += mapWindow {
+		n := min(int64(mapWindow), total-first)
+		if err := r.Catalog.BlockMap(ctx, p.VolumeID, p.ID, first, refs[:n]); err != nil {
+			cancel(err)
+			break
+		}
+		for i := range n {
+			select {
+			case jobs <- job{first + i, refs[i]}:
+			case <-ctx.Done():
+				break feed
+			}
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	return context.Cause(ctx)
+}

@@ -1,0 +1,212 @@
+// Package repository is the block repository: a directory holding the
+// SQLite catalog and the pack files, with the operations built on both —
+// storing blocks once (Store), reading any point back exactly (PointReader,
+// Restore) and proving the whole is intact (Check).
+//
+// Layout of a repository directory:
+//
+//	config.json     format version, repository id, algorithms, pack size
+//	catalog.db      the SQLite catalog (WAL)
+//	packs/XX/ID.pack
+//	server.crt/.key the server's self-signed TLS identity (made by the server)
+package repository
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/rewind-cdp/rewind/catalog"
+	"github.com/rewind-cdp/rewind/repository/pack"
+)
+
+// Config is stored in config.json and never changes after Init, except
+// through a migration.
+type Config struct {
+	Version          int       `json:"version"`
+	ID               string    `json:"id"`
+	Hash             string    `json:"hash"`
+	Compression      string    `json:"compression"`
+	ZstdLevel        int       `json:"zstd_level"`
+	PackSize         int64     `json:"pack_size"`
+	DefaultBlockSize int64     `json:"default_block_size"`
+	Created          time.Time `json:"created"`
+}
+
+const formatVersion = 1
+
+// Defaults, chosen by measurement (see docs/design.md).
+const (
+	DefaultBlockSize = 64 << 10
+	DefaultPackSize  = 32 << 20
+	DefaultZstdLevel = 1
+)
+
+// ErrNotRepository is returned when a directory is not a Rewind repository.
+var ErrNotRepository = errors.New("not a Rewind repository")
+
+// Repo is an open repository.
+type Repo struct {
+	Dir     string
+	Config  Config
+	Catalog *catalog.DB
+	codec   *pack.Codec
+	files   *fileCache
+}
+
+// DefaultDir returns $REWIND_REPO, or ~/.local/share/rewind.
+func DefaultDir() string {
+	if d := os.Getenv("REWIND_REPO"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "rewind")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(".", "rewind-repo")
+	}
+	return filepath.Join(home, ".local", "share", "rewind")
+}
+
+// Init creates a repository in dir, which must be absent or empty.
+func Init(ctx context.Context, dir string) (*Repo, error) {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("create repository %s: %w", dir, err)
+	case len(entries) > 0:
+		return nil, fmt.Errorf("create repository %s: directory is not empty and %w", dir, ErrNotRepository)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "packs"), 0o700); err != nil {
+		return nil, fmt.Errorf("create repository %s: %w", dir, err)
+	}
+	id := make([]byte, 16)
+	rand.Read(id)
+	cfg := Config{
+		Version: formatVersion, ID: hex.EncodeToString(id), Hash: "sha256", Compression: "zstd",
+		ZstdLevel: DefaultZstdLevel, PackSize: DefaultPackSize, DefaultBlockSize: DefaultBlockSize,
+		Created: time.Now().UTC(),
+	}
+	db, err := catalog.Open(ctx, filepath.Join(dir, "catalog.db"), true)
+	if err != nil {
+		return nil, err
+	}
+	db.Close()
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	// config.json is written last: a directory with it is a whole repository.
+	if err := writeFileSync(filepath.Join(dir, "config.json"), append(b, '\n')); err != nil {
+		return nil, fmt.Errorf("create repository %s: %w", dir, err)
+	}
+	return Open(ctx, dir)
+}
+
+// Open opens an existing repository.
+func Open(ctx context.Context, dir string) (*Repo, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Stat(dir); serr != nil {
+			return nil, fmt.Errorf("repository %s: directory does not exist", dir)
+		}
+		return nil, fmt.Errorf("%s is %w (no config.json)", dir, ErrNotRepository)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", dir, err)
+	}
+	var cfg Config
+	if err := json.Unmarshal(b, &cfg); err != nil || cfg.Version == 0 {
+		return nil, fmt.Errorf("%s is %w (config.json unreadable)", dir, ErrNotRepository)
+	}
+	if cfg.Version != formatVersion {
+		return nil, fmt.Errorf("repository %s has format version %d; this rewind reads %d", dir, cfg.Version, formatVersion)
+	}
+	if cfg.Hash != "sha256" || cfg.Compression != "zstd" {
+		return nil, fmt.Errorf("repository %s uses hash %q and compression %q, which this rewind does not know", dir, cfg.Hash, cfg.Compression)
+	}
+	codec, err := pack.NewCodec(cfg.ZstdLevel)
+	if err != nil {
+		return nil, err
+	}
+	db, err := catalog.Open(ctx, filepath.Join(dir, "catalog.db"), false)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", dir, err)
+	}
+	return &Repo{Dir: dir, Config: cfg, Catalog: db, codec: codec, files: newFileCache(64)}, nil
+}
+
+// OpenOrInit opens the repository in dir, creating it when dir is absent
+// or empty.
+func OpenOrInit(ctx context.Context, dir string) (*Repo, error) {
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); errors.Is(err, fs.ErrNotExist) {
+		return Init(ctx, dir)
+	}
+	return Open(ctx, dir)
+}
+
+// Close closes the catalog and any open pack files.
+func (r *Repo) Close() error {
+	r.files.closeAll()
+	return r.Catalog.Close()
+}
+
+// Codec returns the repository's block codec.
+func (r *Repo) Codec() *pack.Codec { return r.codec }
+
+// PackPath returns the file of a pack.
+func (r *Repo) PackPath(id int64) string {
+	return filepath.Join(r.Dir, "packs", fmt.Sprintf("%02x", id&0xff), fmt.Sprintf("%016x.pack", id))
+}
+
+// PackName is how a pack is named to people: its path inside the repository.
+func (r *Repo) PackName(id int64) string {
+	rel, err := filepath.Rel(r.Dir, r.PackPath(id))
+	if err != nil {
+		return r.PackPath(id)
+	}
+	return rel
+}
+
+// ReadChunk reads a chunk and returns its verified data, appended to
+// dst[:0]. Damage is an error naming the pack and offset, never wrong data.
+func (r *Repo) ReadChunk(ctx context.Context, c catalog.ChunkRef, dst []byte) ([]byte, error) {
+	pr, err := r.files.reader(r.PackPath(c.PackID), r.PackName(c.PackID))
+	if err != nil {
+		return nil, err
+	}
+	e, stored, err := pr.ReadEntry(c.Offset, c.CLen, nil)
+	if err != nil {
+		return nil, err
+	}
+	if e.Hash != c.Hash || e.ULen != c.ULen {
+		return nil, &pack.FormatError{Pack: r.PackName(c.PackID), Offset: c.Offset, Msg: fmt.Sprintf("entry holds block %s, catalog expects %x", e.Hash, c.Hash)}
+	}
+	out, err := r.codec.Decode(e, stored, dst)
+	if err != nil {
+		return nil, &pack.FormatError{Pack: r.PackName(c.PackID), Offset: c.Offset, Msg: err.Error()}
+	}
+	return out, nil
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

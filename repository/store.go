@@ -1,0 +1,192 @@
+package repository
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/rewind-cdp/rewind/catalog"
+	"github.com/rewind-cdp/rewind/repository/pack"
+)
+
+// Store is the write side of a repository: it appends new blocks to the
+// current pack and indexes them in the catalog once they are durable. One
+// process at a time may hold a Store on a repository (the server, which
+// locks the directory). Store is safe for concurrent use.
+type Store struct {
+	repo *Repo
+
+	mu        sync.Mutex // guards the fields below
+	cur       *pack.Writer
+	curID     int64
+	pending   map[pack.Hash]catalog.NewChunk // appended, not yet indexed
+	unindexed []catalog.NewChunk
+	states    []catalog.PackState // pack states to record
+
+	commitMu sync.Mutex // serialises Commit: sync, index, apply
+}
+
+// NewStore recovers packs left open by a crash (see Recover) and returns a
+// store ready to append.
+func (r *Repo) NewStore(ctx context.Context) (*Store, error) {
+	if err := r.recoverOpenPacks(ctx); err != nil {
+		return nil, err
+	}
+	return &Store{repo: r, pending: map[pack.Hash]catalog.NewChunk{}}, nil
+}
+
+// Has reports whether a block with this hash is stored (durable or about
+// to be).
+func (s *Store) Has(ctx context.Context, h pack.Hash) (bool, error) {
+	s.mu.Lock()
+	_, ok := s.pending[h]
+	s.mu.Unlock()
+	if ok {
+		return true, nil
+	}
+	_, err := s.repo.Catalog.Chunk(ctx, h)
+	if errors.Is(err, catalog.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Put stores one block given in its stored form: stored holds e.ULen
+// bytes compressed with e.Compression, hashing to e.Hash. The caller has
+// verified the data (see pack.Codec.Decode). A block already stored is not
+// stored again. The block is durable after the next Commit.
+func (s *Store) Put(ctx context.Context, e pack.Entry, stored []byte) error {
+	if ok, err := s.Has(ctx, e.Hash); err != nil || ok {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.pending[e.Hash]; ok {
+		return nil
+	}
+	if s.cur == nil {
+		id, err := s.repo.Catalog.CreatePack(ctx)
+		if err != nil {
+			return err
+		}
+		path := s.repo.PackPath(id)
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return fmt.Errorf("create pack directory: %w", err)
+		}
+		w, err := pack.Create(path, uint64(id))
+		if err != nil {
+			return err
+		}
+		s.cur, s.curID = w, id
+	}
+	e, err := s.cur.Append(e, stored)
+	if err != nil {
+		return err
+	}
+	c := catalog.NewChunk{Hash: e.Hash, PackID: s.curID, Offset: e.Offset, CLen: e.CLen, ULen: e.ULen}
+	s.pending[e.Hash] = c
+	s.unindexed = append(s.unindexed, c)
+	if s.cur.Size() >= s.repo.Config.PackSize {
+		if err := s.cur.Seal(); err != nil {
+			return err
+		}
+		s.states = append(s.states, catalog.PackState{ID: s.curID, State: catalog.PackSealed, Size: s.cur.Size()})
+		s.cur = nil
+	}
+	return nil
+}
+
+// Commit makes every block put so far durable, indexes it, and applies b
+// (block rows, progress, a point's commit) in the same catalog
+// transaction. When Commit returns nil, everything in b survives a crash.
+func (s *Store) Commit(ctx context.Context, b catalog.Batch) error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	s.mu.Lock()
+	if s.cur != nil {
+		if err := s.cur.Sync(); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		s.states = append(s.states, catalog.PackState{ID: s.curID, State: catalog.PackOpen, Size: s.cur.Size()})
+	}
+	chunks, states := s.unindexed, s.states
+	s.unindexed, s.states = nil, nil
+	s.mu.Unlock()
+
+	b.Chunks = append(chunks, b.Chunks...)
+	b.Packs = append(states, b.Packs...)
+	if err := s.repo.Catalog.Apply(ctx, b); err != nil {
+		s.mu.Lock()
+		s.unindexed = append(chunks, s.unindexed...)
+		s.states = append(states, s.states...)
+		s.mu.Unlock()
+		return err
+	}
+	s.mu.Lock()
+	for _, c := range chunks {
+		delete(s.pending, c.Hash)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Close seals the current pack and indexes what is pending.
+func (s *Store) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.cur != nil {
+		if err := s.cur.Seal(); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		s.states = append(s.states, catalog.PackState{ID: s.curID, State: catalog.PackSealed, Size: s.cur.Size()})
+		s.cur = nil
+	}
+	s.mu.Unlock()
+	return s.Commit(ctx, catalog.Batch{})
+}
+
+// recoverOpenPacks repairs the packs a crash left open: each is cut after
+// the last chunk the catalog indexes (later entries were never
+// acknowledged) and sealed; an open pack indexing nothing is removed.
+func (r *Repo) recoverOpenPacks(ctx context.Context) error {
+	packs, err := r.Catalog.Packs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range packs {
+		if p.State != catalog.PackOpen {
+			continue
+		}
+		chunks, err := r.Catalog.PackChunks(ctx, p.ID)
+		if err != nil {
+			return err
+		}
+		path := r.PackPath(p.ID)
+		if len(chunks) == 0 {
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove empty pack %s: %w", r.PackName(p.ID), err)
+			}
+			if err := r.Catalog.DeletePack(ctx, p.ID); err != nil {
+				return err
+			}
+			continue
+		}
+		last := chunks[len(chunks)-1]
+		keep := last.Offset + pack.EntryHeaderSize + int64(last.CLen) + 4
+		size, err := pack.Recover(path, keep)
+		if err != nil {
+			return fmt.Errorf("recover pack %s: %w", r.PackName(p.ID), err)
+		}
+		slog.Info("recovered pack left open by an unclean stop", "pack", r.PackName(p.ID), "chunks", len(chunks), "size", size)
+		if err := r.Catalog.Apply(ctx, catalog.Batch{Packs: []catalog.PackState{{ID: p.ID, State: catalog.PackSealed, Size: size}}}); err != nil {
+			return err
+		}
+		r.files.forget(path)
+	}
+	return nil
+}
