@@ -75,4 +75,3 @@ func (c *fileCache) closeAll() {
 		delete(c.open, p)
 	}
 }
-

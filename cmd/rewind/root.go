@@ -33,7 +33,16 @@ func usagef(format string, args ...any) error {
 
 // subcommands lists every top-level command. Each lives in its own file.
 func subcommands() []*cobra.Command {
-	return []*cobra.Command{}
+	return []*cobra.Command{
+		newServerCmd(),
+		newMachineCmd(),
+		newMachinesCmd(),
+		newBackupCmd(),
+		newPointsCmd(),
+		newRestoreCmd(),
+		newCheckCmd(),
+		newESECmd(),
+	}
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {

@@ -1,0 +1,27 @@
+//go:build windows
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/windows"
+)
+
+// lockRepo takes the repository's writer lock, so only one server writes
+// it; the lock goes with the process, however it ends.
+func lockRepo(dir string) (func(), error) {
+	p := filepath.Join(dir, "server.lock")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock repository: %w", err)
+	}
+	ol := new(windows.Overlapped)
+	if err := windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK|windows.LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, ol); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("repository %s is in use by another rewind server", dir)
+	}
+	return func() { f.Close() }, nil
+}

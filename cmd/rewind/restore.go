@@ -1,0 +1,167 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rewind-cdp/rewind/repository"
+)
+
+func newRestoreCmd() *cobra.Command {
+	var dir, machine, volume, at, to string
+	var force, asJSON bool
+	c := &cobra.Command{
+		Use:   "restore",
+		Short: "Restore a volume as it was at any point to a file or device",
+		Long: `Restore a volume exactly as it was at a point in time, to an image file or a
+block device. Every block is checked against its content hash before it is
+written: damage stops the restore with an error naming the pack, never with
+wrong data. A file target is written beside itself and renamed into place only
+once complete.
+
+--at takes RFC 3339 (2026-11-20T10:15:00Z), "YYYY-MM-DD HH:MM[:SS]" in local
+time, a relative time (-15m, -2h, -3d), latest (the default), or a point id; a
+time resolves to the newest point at or before it.`,
+		Example: `  rewind restore --machine web1 --volume root --at -15m --to root.img
+  rewind restore --machine web1 --volume root --at "2026-11-20 10:15" --to /dev/sdc
+  rewind restore --machine web1 --volume root --at 42 --to root.img --force`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if to == "" {
+				return usagef("--to is required: an image file or a block device")
+			}
+			if _, err := parseAtSyntax(at); err != nil {
+				return err
+			}
+			repo, err := openRepo(ctx, dir)
+			if err != nil {
+				return err
+			}
+			defer repo.Close()
+			vol, err := lookupVolume(ctx, repo, machine, volume)
+			if err != nil {
+				return err
+			}
+			p, err := resolveAt(ctx, repo.Catalog, vol, at, time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "restoring %s/%s point %d (%s, %s)\n", p.Machine, p.Volume, p.ID, pointTime(p.Time), p.Kind)
+			start := time.Now()
+			pg := newProgress(cmd.ErrOrStderr(), "restore", p.Size)
+			tgt, err := openTarget(to, p.Size, force)
+			if err != nil {
+				return err
+			}
+			err = repo.Restore(ctx, p, tgt.f, repository.RestoreOptions{SkipZeros: tgt.fresh, Progress: pg.Add})
+			pg.Done()
+			if err = tgt.finish(err); err != nil {
+				return fmt.Errorf("restore to %s: %w", to, err)
+			}
+			el := time.Since(start)
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), map[string]any{
+					"point": pointJSON{p.ID, p.Machine, p.Volume, pointTime(p.Time), p.Kind, p.Label, p.Size},
+					"to":    to, "bytes": p.Size, "seconds": el.Seconds(), "mb_per_s": float64(p.Size) / 1e6 / max(el.Seconds(), 1e-9),
+				})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "restored %s/%s point %d (%s) to %s: %s in %s (%s/s)\n", p.Machine, p.Volume, p.ID, pointTime(p.Time), to,
+				humanBytes(p.Size), el.Round(time.Millisecond), humanBytes(int64(float64(p.Size)/max(el.Seconds(), 1e-9))))
+			return nil
+		},
+	}
+	addRepoFlag(c, &dir)
+	c.Flags().StringVar(&machine, "machine", "", "machine name")
+	c.Flags().StringVar(&volume, "volume", "", "volume name")
+	c.Flags().StringVar(&at, "at", "latest", "point to restore: a time, a relative time, latest, or a point id")
+	c.Flags().StringVar(&to, "to", "", "target image file or block device")
+	c.Flags().BoolVar(&force, "force", false, "overwrite an existing target file")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	return c
+}
+
+// parseAtSyntax rejects an unparsable --at before anything is opened.
+func parseAtSyntax(at string) (time.Time, error) {
+	if at == "" || at == "latest" {
+		return time.Time{}, nil
+	}
+	for _, c := range at {
+		if c < '0' || c > '9' {
+			return parseTime(at, time.Now())
+		}
+	}
+	return time.Time{}, nil // a point id
+}
+
+// target is where a restore writes: a device in place, or a new file
+// written beside the destination and renamed over it when complete.
+type target struct {
+	f     *os.File
+	path  string
+	tmp   string
+	fresh bool // a new sparse file: zero blocks need not be written
+}
+
+func openTarget(path string, size int64, force bool) (*target, error) {
+	st, err := os.Stat(path)
+	switch {
+	case err == nil && st.Mode()&fs.ModeDevice != 0:
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open target device %s: %w", path, err)
+		}
+		dsize, err := f.Seek(0, io.SeekEnd)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("size of target device %s: %w", path, err)
+		}
+		if dsize < size {
+			f.Close()
+			return nil, fmt.Errorf("target device %s holds %s, the volume needs %s", path, humanBytes(dsize), humanBytes(size))
+		}
+		return &target{f: f, path: path}, nil
+	case err == nil && st.IsDir():
+		return nil, fmt.Errorf("target %s is a directory; name an image file or a device", path)
+	case err == nil && !force:
+		return nil, fmt.Errorf("target %s exists; pass --force to overwrite it", path)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("target %s: %w", path, err)
+	}
+	tmp := path + ".rewind-partial"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create target %s: %w", tmp, err)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("size target %s: %w", tmp, err)
+	}
+	return &target{f: f, path: path, tmp: tmp, fresh: true}, nil
+}
+
+// finish syncs and closes the target; a file is renamed into place on
+// success and removed on failure.
+func (t *target) finish(err error) error {
+	if err == nil {
+		err = t.f.Sync()
+	}
+	if cerr := t.f.Close(); err == nil {
+		err = cerr
+	}
+	if t.tmp == "" {
+		return err
+	}
+	if err != nil {
+		os.Remove(t.tmp)
+		return err
+	}
+	return os.Rename(t.tmp, t.path)
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rewind-cdp/rewind/ingest"
+	"github.com/rewind-cdp/rewind/repository"
+)
+
+func newServerCmd() *cobra.Command {
+	var dir, listen, certFile, keyFile string
+	c := &cobra.Command{
+		Use:   "server",
+		Short: "Run the backup server on a repository",
+		Long: `Run the backup server: it receives blocks from agents and from rewind backup,
+keeps each block once, and acknowledges a point only once it is durable.
+
+The repository is created on first start when the directory is absent or empty.
+Connections always use TLS: without --tls-cert/--tls-key the server creates a
+self-signed certificate at <repo>/server.crt, which clients trust with --ca
+(or $REWIND_CA). Stop it with Ctrl-C or SIGTERM; an unclean stop (kill -9, power
+loss) loses nothing that was acknowledged.`,
+		Example: `  rewind server
+  rewind server --repo /srv/rewind --listen 0.0.0.0:7420
+  rewind server --tls-cert /etc/rewind/cert.pem --tls-key /etc/rewind/key.pem`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (certFile == "") != (keyFile == "") {
+				return usagef("--tls-cert and --tls-key go together")
+			}
+			return runServer(cmd.Context(), repoDir(dir), listen, certFile, keyFile, nil)
+		},
+	}
+	addRepoFlag(c, &dir)
+	c.Flags().StringVar(&listen, "listen", ingest.DefaultListen, "address to listen on")
+	c.Flags().StringVar(&certFile, "tls-cert", "", "TLS certificate (PEM); default <repo>/server.crt, self-signed on first start")
+	c.Flags().StringVar(&keyFile, "tls-key", "", "TLS private key (PEM); default <repo>/server.key")
+	return c
+}
+
+// runServer serves dir on listen until ctx ends. ready, when set, is told
+// the address once the server accepts connections.
+func runServer(ctx context.Context, dir, listen, certFile, keyFile string, ready func(addr string)) error {
+	repo, err := repository.OpenOrInit(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer repo.Close()
+	unlock, err := lockRepo(repo.Dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if certFile == "" {
+		certFile, keyFile = filepath.Join(repo.Dir, "server.crt"), filepath.Join(repo.Dir, "server.key")
+	}
+	cert, created, err := ingest.EnsureCert(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	if created {
+		slog.Info("created a self-signed TLS certificate; clients trust it with --ca", "cert", certFile)
+	}
+	srv, err := ingest.NewServer(ctx, repo)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	slog.Info("rewind server listening", "addr", ln.Addr().String(), "repo", repo.Dir)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	return srv.Serve(ctx, ln, cert)
+}
