@@ -41,7 +41,9 @@ func subcommands() []*cobra.Command {
 		newPointsCmd(),
 		newRestoreCmd(),
 		newCheckCmd(),
+		newDemoCmd(),
 		newESECmd(),
+		newSQLCmd(),
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // Object ids of the system base tables. sysrowsets has a fixed
@@ -134,12 +135,28 @@ func (s *sysrec) nvar(i int) string {
 	return decodeUTF16(b)
 }
 
+// decodeUTF16 decodes UTF-16LE (nchar, nvarchar, ntext, sysname).
 func decodeUTF16(b []byte) string {
-	u := make([]uint16, len(b)/2)
-	for i := range u {
-		u[i] = binary.LittleEndian.Uint16(b[2*i:])
+	n := len(b) / 2
+	out := make([]byte, 0, n+n/4)
+	for i := 0; i < n; i++ {
+		c := rune(binary.LittleEndian.Uint16(b[2*i:]))
+		switch {
+		case c < 0x80:
+			out = append(out, byte(c))
+		case utf16.IsSurrogate(c) && i+1 < n:
+			c2 := rune(binary.LittleEndian.Uint16(b[2*i+2:]))
+			if r := utf16.DecodeRune(c, c2); r != utf8.RuneError {
+				out = utf8.AppendRune(out, r)
+				i++
+			} else {
+				out = utf8.AppendRune(out, utf8.RuneError)
+			}
+		default:
+			out = utf8.AppendRune(out, c)
+		}
 	}
-	return string(utf16.Decode(u))
+	return string(out)
 }
 
 // pageRecords calls fn for every live record on a page (and ghosts when

@@ -26,6 +26,7 @@ type lobReader struct {
 	db     *Database
 	visits int
 	limit  int
+	seen   map[RowID]bool // fragments of the value being read
 }
 
 func (db *Database) newLOBReader() *lobReader {
@@ -34,6 +35,13 @@ func (db *Database) newLOBReader() *lobReader {
 
 // record fetches the blob fragment record at rid.
 func (l *lobReader) record(rid RowID) (*Record, *Page, error) {
+	if l.seen == nil {
+		l.seen = map[RowID]bool{}
+	}
+	if l.seen[rid] {
+		return nil, nil, fmt.Errorf("%w: LOB fragment %s referenced twice in one value", ErrFormat, rid)
+	}
+	l.seen[rid] = true
 	l.visits++
 	if l.visits > l.limit {
 		return nil, nil, fmt.Errorf("%w: LOB structure visits too many fragments (loop?)", ErrFormat)
@@ -142,6 +150,7 @@ func (l *lobReader) textPointer(b []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: text pointer of %d bytes, want 16", ErrFormat, len(b))
 	}
 	var out bytes.Buffer
+	l.seen = map[RowID]bool{}
 	if err := l.read(parseRowID(b[8:16]), &out, 0); err != nil {
 		return nil, err
 	}
@@ -170,6 +179,7 @@ func (l *lobReader) complexValue(b []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: unknown complex column type %d", ErrFormat, b[0])
 	}
 	var out bytes.Buffer
+	l.seen = map[RowID]bool{}
 	for o := 12; o+12 <= len(b); o += 12 {
 		if err := l.read(parseRowID(b[o+4:o+12]), &out, 0); err != nil {
 			return nil, err

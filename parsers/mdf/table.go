@@ -293,7 +293,7 @@ func (db *Database) buildTables() {
 
 // Column status bits (syscolpars.status).
 const (
-	colNullable = 0x1
+	colNotNull  = 0x1
 	colIdentity = 0x4
 	colComputed = 0x10
 	colSparse   = 0x1000000
@@ -304,7 +304,7 @@ func (db *Database) buildColumns(t *Table) {
 		c := &Column{
 			ID: int(cp.colid), Name: cp.name, TypeID: cp.xtype, MaxLength: int(cp.length),
 			Precision: int(cp.prec), Scale: int(cp.scale), Collation: cp.collation,
-			Nullable: cp.status&colNullable != 0, Identity: cp.status&colIdentity != 0,
+			Nullable: cp.status&colNotNull == 0, Identity: cp.status&colIdentity != 0,
 			Computed: cp.status&colComputed != 0, Sparse: cp.status&colSparse != 0,
 		}
 		c.TypeName = TypeName(c.TypeID)

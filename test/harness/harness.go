@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +24,7 @@ import (
 	"time"
 
 	"github.com/rewind-cdp/rewind/test/testenv"
+	"github.com/rewind-cdp/rewind/tools/imagegen"
 )
 
 var (
@@ -208,40 +208,11 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-// Image writes a deterministic volume image of size bytes: a mix of text,
-// pseudo-random (incompressible) and zero regions chosen by seed.
+// Image writes a deterministic volume image of size bytes (see imagegen).
 func Image(t testing.TB, path string, size int64, seed uint64) {
 	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
+	if err := imagegen.Create(path, size, seed); err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	words := strings.Fields("the quick brown fox jumps over a lazy dog while backups run continuously every block is kept once and restored exactly at any moment")
-	const region = 1 << 20
-	buf := make([]byte, region)
-	for off := int64(0); off < size; off += region {
-		n := min(region, size-off)
-		b := buf[:n]
-		switch r.IntN(4) {
-		case 0: // zeros
-			clear(b)
-		case 1: // random
-			for i := range b {
-				b[i] = byte(r.Uint32())
-			}
-		default: // text
-			var sb strings.Builder
-			for int64(sb.Len()) < n {
-				sb.WriteString(words[r.IntN(len(words))])
-				sb.WriteByte(" \n"[r.IntN(2)])
-			}
-			copy(b, sb.String())
-		}
-		if _, err := f.Write(b); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 
@@ -249,23 +220,8 @@ func Image(t testing.TB, path string, size int64, seed uint64) {
 // pseudo-random data, chosen by seed.
 func Mutate(t testing.TB, path string, fraction float64, seed uint64) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
+	if _, err := imagegen.Mutate(path, 64<<10, fraction, seed); err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	r := rand.New(rand.NewPCG(seed, seed+1))
-	const bs = 64 << 10
-	blocks := st.Size() / bs
-	buf := make([]byte, bs)
-	for range int(float64(blocks) * fraction) {
-		for i := range buf {
-			buf[i] = byte(r.Uint32())
-		}
-		if _, err := f.WriteAt(buf, r.Int64N(blocks)*bs); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 
