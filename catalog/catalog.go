@@ -7,7 +7,7 @@
 // for the same block. A point's state is, for each block, the newest row at
 // or before the point's seq, found by one index seek, so resolving
 // "volume V at time T" never replays history. Chunk id 0 is the all-zero
-// block and has no chunk row.
+// block and has no chunk row. Point, pack and chunk ids are never reused.
 package catalog
 
 import (
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS volumes(
 	created_ns INTEGER NOT NULL,
 	UNIQUE(machine_id, name));
 CREATE TABLE IF NOT EXISTS points(
-	id INTEGER PRIMARY KEY,
+	id INTEGER PRIMARY KEY AUTOINCREMENT,
 	volume_id INTEGER NOT NULL REFERENCES volumes(id),
 	time_ns INTEGER NOT NULL,
 	kind TEXT NOT NULL,
@@ -55,12 +55,12 @@ CREATE TABLE IF NOT EXISTS points(
 	progress INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS points_volume_time ON points(volume_id, state, time_ns);
 CREATE TABLE IF NOT EXISTS packs(
-	id INTEGER PRIMARY KEY,
+	id INTEGER PRIMARY KEY AUTOINCREMENT,
 	state TEXT NOT NULL,
 	size INTEGER NOT NULL DEFAULT 0,
 	created_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks(
-	id INTEGER PRIMARY KEY,
+	id INTEGER PRIMARY KEY AUTOINCREMENT,
 	hash BLOB NOT NULL UNIQUE,
 	pack_id INTEGER NOT NULL REFERENCES packs(id),
 	offset INTEGER NOT NULL,

@@ -53,8 +53,8 @@ func addMachine(t testing.TB, repo *repository.Repo, name string) string {
 }
 
 func benchImage(b *testing.B, size int64) []byte {
-	var buf bytes.Buffer
-	if err := imagegen.Write(&buf, size, 42); err != nil {
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	if err := imagegen.Write(buf, size, 42); err != nil {
 		b.Fatal(err)
 	}
 	return buf.Bytes()

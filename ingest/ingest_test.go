@@ -1,0 +1,128 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+
+	"github.com/rewind-cdp/rewind/repository/pack"
+)
+
+func TestMain(m *testing.M) {
+	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	os.Exit(m.Run())
+}
+
+// A client that sends data under another block's hash is refused, and
+// nothing is stored: de-duplicated data cannot be poisoned.
+func TestPoisonedBlockIsRefused(t *testing.T) {
+	srv, repo, url, cfg := testServer(t, true)
+	tok := addMachine(t, repo, "evil")
+	c, err := NewClient(url, tok, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var br beginResponse
+	if err := c.postJSON(ctx, "/v1/sessions", beginRequest{Machine: "evil", Volume: "v", Size: 4096, BlockSize: 4096}, &br); err != nil {
+		t.Fatal(err)
+	}
+	victim := bytes.Repeat([]byte("victim"), 683)[:4096]
+	claimed := pack.SumBlock(victim)
+	o := offer{First: 0, End: 1, Entries: []offerEntry{{Blk: 0, Hash: claimed}}}
+	ans, err := c.post(ctx, "/v1/sessions/"+br.Session+"/offer", "application/octet-stream", encodeOffer(o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if need, _ := decodeIndices(ans, 1); len(need) != 1 {
+		t.Fatalf("server did not ask for the block: %v", need)
+	}
+	evil := bytes.Repeat([]byte("evil!!"), 683)[:4096]
+	body := appendBlock(nil, sentBlock{Blk: 0, Entry: pack.Entry{Hash: claimed, Compression: pack.CompressionNone, ULen: 4096}, Stored: evil})
+	_, err = c.post(ctx, "/v1/sessions/"+br.Session+"/blocks", "application/octet-stream", body)
+	var se *ServerError
+	if !errors.As(err, &se) || se.Status != 400 {
+		t.Fatalf("poisoned block: %v, want a 400 refusal", err)
+	}
+	if has, _ := srv.store.Has(ctx, claimed); has {
+		t.Fatal("the poisoned block was stored")
+	}
+	if _, err := c.commit(ctx, br.Session); err == nil {
+		t.Fatal("a point with a refused block committed")
+	}
+}
+
+func (c *Client) commit(ctx context.Context, session string) (commitResponse, error) {
+	var cr commitResponse
+	err := c.postJSON(ctx, "/v1/sessions/"+session+"/commit", commitRequest{}, &cr)
+	return cr, err
+}
+
+// A backup interrupted after part of its blocks were made durable resumes
+// from there in a new session and restores exactly.
+func TestBackupResumesAfterSessionLoss(t *testing.T) {
+	srv, repo, url, cfg := testServer(t, true)
+	tok := addMachine(t, repo, "m")
+	c, _ := NewClient(url, tok, cfg)
+	ctx := context.Background()
+	img := make([]byte, 3<<20)
+	for i := range img {
+		img[i] = byte(i / 4093)
+	}
+	// First attempt: one batch of 16 blocks, made durable, then abandoned.
+	var br beginResponse
+	if err := c.postJSON(ctx, "/v1/sessions", beginRequest{Machine: "m", Volume: "v", Size: int64(len(img)), BlockSize: 65536}, &br); err != nil {
+		t.Fatal(err)
+	}
+	opt := BackupOptions{Machine: "m", Volume: "v", Source: bytes.NewReader(img), Size: int64(len(img))}
+	if _, err := c.sendBatch(ctx, br.Session, opt, 65536, 0, 16, &batchWork{}); err != nil {
+		t.Fatal(err)
+	}
+	srv.mu.Lock()
+	sess := srv.sessions[br.Session]
+	srv.mu.Unlock()
+	if _, err := srv.flush(ctx, sess, false); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Backup(ctx, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Resumed || res.BytesRead != int64(len(img))-16*65536 {
+		t.Errorf("resumed %v, read %d bytes; want a resume reading %d", res.Resumed, res.BytesRead, len(img)-16*65536)
+	}
+	p, err := repo.Catalog.Point(ctx, res.Point.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(img))
+	if _, err := repo.OpenPoint(p).ReadAt(got, 0); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, img) {
+		t.Fatal("resumed backup does not read back exactly")
+	}
+}
+
+func FuzzProtocolDecoding(f *testing.F) {
+	f.Add(encodeOffer(offer{First: 3, End: 5, Entries: []offerEntry{{Blk: 3, Zero: true}, {Blk: 4, Hash: pack.SumBlock([]byte("x"))}}}))
+	f.Add(encodeIndices([]uint32{0, 1}))
+	f.Add(appendBlock(nil, sentBlock{Blk: 9, Entry: pack.Entry{ULen: 3}, Stored: []byte("abc")}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		decodeOffer(b)
+		decodeIndices(b, 8)
+		r := bytes.NewReader(b)
+		var buf []byte
+		for {
+			var err error
+			_, buf, err = readBlock(r, 65536, buf)
+			if err != nil {
+				break
+			}
+		}
+	})
+}

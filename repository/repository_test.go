@@ -1,0 +1,194 @@
+package repository
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rewind-cdp/rewind/catalog"
+	"github.com/rewind-cdp/rewind/repository/pack"
+)
+
+type memTarget struct{ b []byte }
+
+func (m *memTarget) WriteAt(p []byte, off int64) (int, error) { return copy(m.b[off:], p), nil }
+
+// storeVolume writes a whole volume as one committed point through a Store
+// and returns the point.
+func storeVolume(t *testing.T, r *Repo, st *Store, data []byte, bs int64, commit bool) catalog.Point {
+	t.Helper()
+	ctx := context.Background()
+	m, err := r.Catalog.AddMachine(ctx, "m", []byte("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := r.Catalog.EnsureVolume(ctx, m.ID, "v", int64(len(data)), bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := r.Catalog.BeginPoint(ctx, v.ID, int64(len(data)), catalog.KindScan, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []catalog.BlockWrite
+	for blk := int64(0); blk*bs < int64(len(data)); blk++ {
+		b := data[blk*bs : min((blk+1)*bs, int64(len(data)))]
+		if bytes.Count(b, []byte{0}) == len(b) {
+			rows = append(rows, catalog.BlockWrite{Blk: blk, Zero: true})
+			continue
+		}
+		stored, comp := r.Codec().Compress(b, nil)
+		e := pack.Entry{Compression: comp, HashAlgo: pack.HashSHA256, ULen: uint32(len(b)), Hash: pack.SumBlock(b)}
+		if err := st.Put(ctx, e, stored); err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, catalog.BlockWrite{Blk: blk, Hash: e.Hash})
+	}
+	if !commit {
+		return p
+	}
+	if err := st.Commit(ctx, catalog.Batch{VolumeID: v.ID, PointID: p.ID, Blocks: rows, Progress: int64(len(rows)), Commit: true, Time: p.Time}); err != nil {
+		t.Fatal(err)
+	}
+	p, err = r.Catalog.Point(ctx, p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func testData(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		if (i/4096)%3 != 2 { // every third 4 KiB block stays zero
+			b[i] = byte(i*7 + i/1000)
+		}
+	}
+	return b
+}
+
+func TestStoreRestoreAndReadAt(t *testing.T) {
+	ctx := context.Background()
+	r, err := Init(ctx, filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.Config.PackSize = 4096 // force several packs
+	st, err := r.NewStore(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := testData(300000) // no multiple of the block size
+	p := storeVolume(t, r, st, data, 4096, true)
+	if err := st.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out := &memTarget{b: make([]byte, len(data))}
+	if err := r.Restore(ctx, p, out, RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.b, data) {
+		t.Fatal("restore differs")
+	}
+	pr := r.OpenPoint(p)
+	got := make([]byte, 10000)
+	if n, err := pr.ReadAt(got, 4000); n != len(got) || err != nil || !bytes.Equal(got, data[4000:14000]) {
+		t.Fatalf("ReadAt across blocks: n %d err %v equal %v", n, err, bytes.Equal(got, data[4000:14000]))
+	}
+	if res, err := r.Check(ctx, CheckOptions{ReadData: true}); err != nil || !res.OK() || res.Packs < 2 {
+		t.Fatalf("check: %+v %v", res, err)
+	}
+}
+
+// A crash leaves the current pack open with entries past what was
+// indexed: on restart the pack is cut after the last indexed chunk and
+// sealed, and everything acknowledged still restores.
+func TestRecoveryAfterCrash(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "repo")
+	r, err := Init(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.NewStore(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := testData(100000)
+	p := storeVolume(t, r, st, data, 4096, true)
+	// Unacknowledged writes after the commit, then the "crash": no Close.
+	extra := bytes.Repeat([]byte("never acknowledged "), 500)
+	stored, comp := r.Codec().Compress(extra, nil)
+	if err := st.Put(ctx, pack.Entry{Compression: comp, HashAlgo: pack.HashSHA256, ULen: uint32(len(extra)), Hash: pack.SumBlock(extra)}, stored); err != nil {
+		t.Fatal(err)
+	}
+	packFile := r.PackPath(1)
+	before, _ := os.Stat(packFile)
+	r.Close()
+
+	r2, err := Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if _, err := r2.NewStore(ctx); err != nil {
+		t.Fatalf("recovery: %v", err)
+	}
+	packs, _ := r2.Catalog.Packs(ctx)
+	if len(packs) != 1 || packs[0].State != catalog.PackSealed {
+		t.Fatalf("after recovery packs are %+v, want one sealed", packs)
+	}
+	after, _ := os.Stat(packFile)
+	t.Logf("pack was %d bytes, %d after recovery", before.Size(), after.Size())
+	res, err := r2.Check(ctx, CheckOptions{ReadData: true})
+	if err != nil || !res.OK() {
+		t.Fatalf("check after recovery: %+v %v", res, err)
+	}
+	out := &memTarget{b: make([]byte, len(data))}
+	if err := r2.Restore(ctx, p, out, RestoreOptions{}); err != nil || !bytes.Equal(out.b, data) {
+		t.Fatalf("restore after recovery: %v", err)
+	}
+}
+
+func TestMissingPackIsDamage(t *testing.T) {
+	ctx := context.Background()
+	r, err := Init(ctx, filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	st, _ := r.NewStore(ctx)
+	p := storeVolume(t, r, st, testData(50000), 4096, true)
+	st.Close(ctx)
+	os.Remove(r.PackPath(1))
+	res, err := r.Check(ctx, CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK() || len(res.DamagedPacks) != 1 || len(res.Affected) != 1 || res.Affected[0].ID != p.ID {
+		t.Fatalf("check with a missing pack: %+v", res)
+	}
+	err = r.Restore(ctx, p, &memTarget{b: make([]byte, 50000)}, RestoreOptions{})
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("restore with a missing pack: %v", err)
+	}
+}
+
+func TestOpenRefusesNonRepository(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "x"), []byte("x"), 0o644)
+	if _, err := Open(ctx, dir); !errors.Is(err, ErrNotRepository) {
+		t.Errorf("open of a plain directory: %v", err)
+	}
+	if _, err := Init(ctx, dir); err == nil {
+		t.Error("init in a non-empty directory succeeded")
+	}
+	if _, err := Open(ctx, filepath.Join(dir, "missing")); err == nil {
+		t.Error("open of a missing directory succeeded")
+	}
+}
