@@ -109,6 +109,5 @@ func FuzzRecord(f *testing.F) {
 		}
 		tb.decodeRecord(r, mdb.newLOBReader())
 		decodeVariant(rec)
-		decodeBinaryXML(rec)
 	})
 }

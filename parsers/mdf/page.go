@@ -265,7 +265,7 @@ func (p *Page) slotOffset(i int) (int, error) {
 	if off == 0 {
 		return 0, nil // empty slot
 	}
-	if off < pageHeaderSize || off >= pos {
+	if off < pageHeaderSize || off >= pos || off >= p.slotEnd() {
 		return 0, p.errorf(pos, "slot %d offset %d outside record area", i, off)
 	}
 	return off, nil

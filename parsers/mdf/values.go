@@ -219,9 +219,8 @@ func decodeVarInline(c *Column, b []byte) (any, error) {
 	case TypeNVarChar, TypeNChar, TypeNText:
 		return decodeUTF16(b), nil
 	case TypeXML:
-		if s, err := decodeBinaryXML(b); err == nil {
-			return s, nil
-		}
+		// SQL Server stores xml in its binary XML format, which this
+		// reader does not decode: the stored bytes are returned.
 		return append([]byte(nil), b...), nil
 	case TypeSQLVariant:
 		return decodeVariant(b)
