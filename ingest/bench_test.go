@@ -79,7 +79,9 @@ func BenchmarkFirstBackup(b *testing.B) {
 					b.Fatal(err)
 				}
 				if !proto.h2 {
-					c.hc.Transport.(*http.Transport).ForceAttemptHTTP2 = false
+					tr := c.hc.Transport.(*http.Transport)
+					tr.ForceAttemptHTTP2 = false
+					tr.MaxIdleConnsPerHost = 16 // one connection per batch in flight
 				}
 				b.StartTimer()
 				if _, err := c.Backup(context.Background(), BackupOptions{Machine: "m", Volume: "v", Source: bytes.NewReader(img), Size: int64(len(img))}); err != nil {

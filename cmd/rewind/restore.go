@@ -23,7 +23,8 @@ func newRestoreCmd() *cobra.Command {
 block device. Every block is checked against its content hash before it is
 written: damage stops the restore with an error naming the pack, never with
 wrong data. A file target is written beside itself and renamed into place only
-once complete.
+once complete (run sync before power-cycling if it must be on stable storage);
+a device target is synced before the command returns.
 
 --at takes RFC 3339 (2026-11-20T10:15:00Z), "YYYY-MM-DD HH:MM[:SS]" in local
 time, a relative time (-15m, -2h, -3d), latest (the default), or a point id; a
@@ -147,10 +148,11 @@ func openTarget(path string, size int64, force bool) (*target, error) {
 	return &target{f: f, path: path, tmp: tmp, fresh: true}, nil
 }
 
-// finish syncs and closes the target; a file is renamed into place on
-// success and removed on failure.
+// finish closes the target: a device is synced first; a file is renamed
+// into place on success and removed on failure (not synced, as cp and
+// tar do not: its pages reach the disk with the kernel's writeback).
 func (t *target) finish(err error) error {
-	if err == nil {
+	if err == nil && t.tmp == "" {
 		err = t.f.Sync()
 	}
 	if cerr := t.f.Close(); err == nil {
