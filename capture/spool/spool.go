@@ -1,0 +1,459 @@
+// Package spool is the capture agent's durable local journal: every
+// captured write, discard and flush is appended, in completion order, with
+// its time and a sequence number; records are dropped only once the server
+// has acknowledged them durable. A flush makes the journal durable, as a
+// disk's cache flush does.
+//
+// A spool is a directory of segment files, seg-<first seq>.log, each a run
+// of records:
+//
+//	"RWSP" | kind u8 | 0 u8×3 | seq u64 | time ns i64 | offset i64 |
+//	length u32 | crc32c(header fields + data) u32                  (40 bytes)
+//	data [length]   (writes only)
+//
+// Opening a spool checks every record and cuts a torn tail.
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Kind is what a record captured.
+type Kind uint8
+
+// Record kinds.
+const (
+	Write   Kind = 1 // data written at Offset
+	Discard Kind = 2 // Length bytes at Offset now read as zeros
+	Flush   Kind = 3 // everything before is durable on the volume
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Write:
+		return "write"
+	case Discard:
+		return "discard"
+	case Flush:
+		return "flush"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+const (
+	headerSize  = 40
+	maxRecord   = 64 << 20
+	segmentSize = 64 << 20
+)
+
+var (
+	magic      = []byte("RWSP")
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+)
+
+// ErrFull is returned by Append when the spool has reached its limit.
+var ErrFull = errors.New("spool full")
+
+// Record is one captured event.
+type Record struct {
+	Kind   Kind
+	Seq    uint64
+	Time   time.Time
+	Offset int64
+	Length int64 // data length for writes, range length for discards
+	Data   []byte
+}
+
+type segment struct {
+	first uint64 // seq of its first record
+	path  string
+	size  int64
+}
+
+// Spool is an open journal. Append and Sync are safe to call from many
+// goroutines; reading (ReadFrom) may run beside them.
+type Spool struct {
+	dir   string
+	limit int64
+
+	mu    sync.Mutex
+	segs  []segment // oldest first; the last is being appended to
+	cur   *os.File
+	next  uint64 // seq of the next record
+	size  int64  // bytes in all segments
+	buf   []byte
+	err   error // sticky write error
+	acked uint64
+}
+
+// Open opens (or creates) the spool in dir; limit bounds its size in bytes.
+func Open(dir string, limit int64) (*Spool, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool %s: %w", dir, err)
+	}
+	s := &Spool{dir: dir, limit: limit, next: 1}
+	names, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		var first uint64
+		if _, err := fmt.Sscanf(filepath.Base(n), "seg-%016x.log", &first); err != nil {
+			return nil, fmt.Errorf("spool %s: unexpected file %s", dir, n)
+		}
+		good, last, err := scanSegment(n)
+		if err != nil {
+			return nil, err
+		}
+		if st, _ := os.Stat(n); st != nil && st.Size() != good {
+			// A torn tail: the record being written when the agent stopped.
+			if err := os.Truncate(n, good); err != nil {
+				return nil, fmt.Errorf("spool: cut torn tail of %s: %w", n, err)
+			}
+		}
+		s.segs = append(s.segs, segment{first: first, path: n, size: good})
+		s.size += good
+		if last >= s.next {
+			s.next = last + 1
+		}
+		if good > 0 && first > s.next {
+			s.next = first
+		}
+	}
+	if len(s.segs) > 0 {
+		last := s.segs[len(s.segs)-1]
+		f, err := os.OpenFile(last.path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return nil, err
+		}
+		s.cur = f
+	}
+	return s, nil
+}
+
+// scanSegment checks a segment's records and returns the length of its
+// good prefix and the last good seq.
+func scanSegment(path string) (int64, uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	var off int64
+	var last uint64
+	var hdr [headerSize]byte
+	var data []byte
+	for off+headerSize <= st.Size() {
+		if _, err := f.ReadAt(hdr[:], off); err != nil {
+			break
+		}
+		r, dlen, ok := decodeHeader(hdr[:])
+		if !ok || off+headerSize+dlen > st.Size() {
+			break
+		}
+		if int64(cap(data)) < dlen {
+			data = make([]byte, dlen)
+		}
+		data = data[:dlen]
+		if _, err := f.ReadAt(data, off+headerSize); err != nil {
+			break
+		}
+		if !checkCRC(hdr[:], data) {
+			break
+		}
+		last = r.Seq
+		off += headerSize + dlen
+	}
+	return off, last, nil
+}
+
+func encodeHeader(b []byte, r Record) {
+	copy(b, magic)
+	b[4] = byte(r.Kind)
+	b[5], b[6], b[7] = 0, 0, 0
+	binary.LittleEndian.PutUint64(b[8:], r.Seq)
+	binary.LittleEndian.PutUint64(b[16:], uint64(r.Time.UnixNano()))
+	binary.LittleEndian.PutUint64(b[24:], uint64(r.Offset))
+	binary.LittleEndian.PutUint32(b[32:], uint32(r.Length))
+}
+
+// decodeHeader parses a header; dlen is the data length that follows.
+func decodeHeader(b []byte) (Record, int64, bool) {
+	if len(b) < headerSize || string(b[:4]) != string(magic) {
+		return Record{}, 0, false
+	}
+	r := Record{
+		Kind:   Kind(b[4]),
+		Seq:    binary.LittleEndian.Uint64(b[8:]),
+		Time:   time.Unix(0, int64(binary.LittleEndian.Uint64(b[16:]))),
+		Offset: int64(binary.LittleEndian.Uint64(b[24:])),
+		Length: int64(binary.LittleEndian.Uint32(b[32:])),
+	}
+	var dlen int64
+	switch r.Kind {
+	case Write:
+		dlen = r.Length
+	case Discard, Flush:
+	default:
+		return Record{}, 0, false
+	}
+	if dlen > maxRecord || r.Offset < 0 {
+		return Record{}, 0, false
+	}
+	return r, dlen, true
+}
+
+func checkCRC(hdr, data []byte) bool {
+	c := crc32.Update(crc32.Checksum(hdr[:36], castagnoli), castagnoli, data)
+	return c == binary.LittleEndian.Uint32(hdr[36:])
+}
+
+// Append journals one event and returns its seq. For a Write, data is the
+// bytes written (Length is len(data)); for a Discard, length is the range.
+// It returns ErrFull, journaling nothing, when the record would take the
+// spool past its limit.
+func (s *Spool) Append(kind Kind, t time.Time, off, length int64, data []byte) (uint64, error) {
+	if len(data) > maxRecord {
+		return 0, fmt.Errorf("spool: record of %d bytes exceeds the %d-byte limit", len(data), maxRecord)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return 0, s.err
+	}
+	need := int64(headerSize + len(data))
+	if s.size+need > s.limit {
+		return 0, ErrFull
+	}
+	if s.cur == nil || s.segs[len(s.segs)-1].size+need > segmentSize {
+		if err := s.rotate(); err != nil {
+			s.err = err
+			return 0, err
+		}
+	}
+	r := Record{Kind: kind, Seq: s.next, Time: t, Offset: off, Length: length}
+	if kind == Write {
+		r.Length = int64(len(data))
+	}
+	if cap(s.buf) < int(need) {
+		s.buf = make([]byte, need)
+	}
+	b := s.buf[:need]
+	encodeHeader(b, r)
+	copy(b[headerSize:], data)
+	binary.LittleEndian.PutUint32(b[36:], crc32.Update(crc32.Checksum(b[:36], castagnoli), castagnoli, data))
+	if _, err := s.cur.Write(b); err != nil {
+		s.err = fmt.Errorf("spool: append: %w", err)
+		return 0, s.err
+	}
+	s.segs[len(s.segs)-1].size += need
+	s.size += need
+	s.next++
+	return r.Seq, nil
+}
+
+// rotate starts a new segment. Called with mu held.
+func (s *Spool) rotate() error {
+	if s.cur != nil {
+		if err := s.cur.Sync(); err != nil {
+			return fmt.Errorf("spool: sync segment: %w", err)
+		}
+		s.cur.Close()
+	}
+	p := filepath.Join(s.dir, fmt.Sprintf("seg-%016x.log", s.next))
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool: new segment: %w", err)
+	}
+	if d, err := os.Open(s.dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	s.cur = f
+	s.segs = append(s.segs, segment{first: s.next, path: p})
+	return nil
+}
+
+// Sync makes every appended record durable.
+func (s *Spool) Sync() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	if s.cur != nil {
+		if err := s.cur.Sync(); err != nil {
+			s.err = fmt.Errorf("spool: sync: %w", err)
+		}
+	}
+	return s.err
+}
+
+// Next is the seq the next record will get.
+func (s *Spool) Next() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.next
+}
+
+// Size is the bytes the spool holds.
+func (s *Spool) Size() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size
+}
+
+// Ack tells the spool that every record up to and including seq is
+// durable on the server: whole segments below it are deleted.
+func (s *Spool) Ack(seq uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seq > s.acked {
+		s.acked = seq
+	}
+	for len(s.segs) > 1 && s.segs[1].first <= s.acked+1 {
+		if err := os.Remove(s.segs[0].path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("spool: drop acknowledged segment: %w", err)
+		}
+		s.size -= s.segs[0].size
+		s.segs = s.segs[1:]
+	}
+	return nil
+}
+
+// Reset drops every record (after a full resynchronisation made them
+// unnecessary) and continues numbering after them.
+func (s *Spool) Reset() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != nil {
+		s.cur.Close()
+		s.cur = nil
+	}
+	for _, seg := range s.segs {
+		if err := os.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	s.segs, s.size, s.err = nil, 0, nil
+	s.acked = s.next - 1
+	return nil
+}
+
+// Cursor reads records in order from some seq on, remembering where it
+// is. It must not be used across a Reset.
+type Cursor struct {
+	s    *Spool
+	from uint64 // next seq wanted
+	seg  int    // index into the segment list snapshot
+	off  int64  // within that segment
+	path string
+}
+
+// NewCursor returns a cursor at the first record with seq ≥ from.
+func (s *Spool) NewCursor(from uint64) *Cursor { return &Cursor{s: s, from: from, seg: -1} }
+
+// Next returns the next records, up to about maxBytes of them (at least
+// one when any is there); none when it has caught up with Append.
+func (c *Cursor) Next(maxBytes int64) ([]Record, error) {
+	c.s.mu.Lock()
+	segs := append([]segment(nil), c.s.segs...)
+	c.s.mu.Unlock()
+	// Find where we are in the current segment list.
+	idx := -1
+	for i, seg := range segs {
+		if seg.path == c.path {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		c.off, c.path = 0, ""
+		for i, seg := range segs {
+			if i+1 < len(segs) && segs[i+1].first <= c.from {
+				continue
+			}
+			idx, c.path = i, seg.path
+			break
+		}
+		if idx < 0 {
+			return nil, nil
+		}
+	}
+	var out []Record
+	var total int64
+	for ; idx < len(segs); idx++ {
+		seg := segs[idx]
+		if seg.path != c.path {
+			c.path, c.off = seg.path, 0
+		}
+		f, err := os.Open(seg.path)
+		if err != nil {
+			return nil, fmt.Errorf("spool: read: %w", err)
+		}
+		var hdr [headerSize]byte
+		for c.off+headerSize <= seg.size {
+			if _, err := f.ReadAt(hdr[:], c.off); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("spool: read %s at %d: %w", seg.path, c.off, err)
+			}
+			r, dlen, ok := decodeHeader(hdr[:])
+			if !ok || c.off+headerSize+dlen > seg.size {
+				f.Close()
+				return nil, fmt.Errorf("spool: damaged record in %s at offset %d", seg.path, c.off)
+			}
+			if r.Seq >= c.from {
+				if dlen > 0 {
+					r.Data = make([]byte, dlen)
+					if _, err := f.ReadAt(r.Data, c.off+headerSize); err != nil && err != io.EOF {
+						f.Close()
+						return nil, err
+					}
+				}
+				if !checkCRC(hdr[:], r.Data) {
+					f.Close()
+					return nil, fmt.Errorf("spool: checksum mismatch in %s at offset %d", seg.path, c.off)
+				}
+				out = append(out, r)
+				c.from = r.Seq + 1
+				total += dlen + headerSize
+			}
+			c.off += headerSize + dlen
+			if total >= maxBytes {
+				f.Close()
+				return out, nil
+			}
+		}
+		f.Close()
+	}
+	return out, nil
+}
+
+// Close syncs and closes the current segment.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		return s.err
+	}
+	err := s.cur.Sync()
+	s.cur.Close()
+	s.cur = nil
+	if s.err != nil {
+		return s.err
+	}
+	return err
+}
