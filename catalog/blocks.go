@@ -54,7 +54,15 @@ type Batch struct {
 	Blocks   []BlockWrite
 	Progress int64
 	Commit   bool
-	Time     time.Time
+	// On commit: the point's time (moved just past the volume's newest
+	// point if it is not later), and, when set, its kind and label.
+	Time  time.Time
+	Kind  string
+	Label string
+	// On commit of a continuous-capture point: the agent's spool identity
+	// and the last journal record the point includes.
+	StreamEpoch string
+	StreamSeq   uint64
 }
 
 // Apply writes a batch in one transaction.
@@ -104,8 +112,11 @@ func (db *DB) Apply(ctx context.Context, b Batch) error {
 			}
 		}
 		if b.Commit {
-			res, err := tx.ExecContext(ctx, `UPDATE points SET state = 'committed', progress = ?, time_ns = ? WHERE id = ? AND state = 'pending'`,
-				b.Progress, b.Time.UnixNano(), b.PointID)
+			res, err := tx.ExecContext(ctx, `UPDATE points SET state = 'committed', progress = ?,
+				time_ns = MAX(?, (SELECT IFNULL(MAX(time_ns), 0) + 1 FROM points WHERE volume_id = ? AND state = 'committed')),
+				kind = IIF(? = '', kind, ?), label = IIF(? = '', label, ?), stream_epoch = ?, stream_seq = ?
+				WHERE id = ? AND state = 'pending'`,
+				b.Progress, b.Time.UnixNano(), b.VolumeID, b.Kind, b.Kind, b.Label, b.Label, b.StreamEpoch, b.StreamSeq, b.PointID)
 			if err != nil {
 				return fmt.Errorf("commit point %d: %w", b.PointID, err)
 			}

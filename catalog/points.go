@@ -143,3 +143,24 @@ func (db *DB) DiscardPoint(ctx context.Context, id int64) error {
 		return nil
 	})
 }
+
+// StreamPosition returns the spool identity and the last journal record
+// included in the volume's newest committed point (empty and 0 when the
+// volume has none, or its newest point was not continuous capture).
+func (db *DB) StreamPosition(ctx context.Context, volumeID int64) (string, uint64, error) {
+	var epoch string
+	var seq uint64
+	err := db.r.QueryRowContext(ctx, `SELECT stream_epoch, stream_seq FROM points WHERE volume_id = ? AND state = 'committed' ORDER BY id DESC LIMIT 1`, volumeID).Scan(&epoch, &seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", 0, nil
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("stream position of volume %d: %w", volumeID, err)
+	}
+	return epoch, seq, nil
+}
+
+// PendingPoint returns a pending point by id.
+func (db *DB) PendingPoint(ctx context.Context, id int64) (Point, error) {
+	return db.onePoint(ctx, fmt.Sprintf("pending point %d", id), `p.id = ? AND p.state = 'pending'`, id)
+}

@@ -45,6 +45,11 @@ type beginRequest struct {
 	BlockSize int64  `json:"block_size"`
 	Kind      string `json:"kind"`
 	Label     string `json:"label"`
+	// Stream opens a continuous-capture session: journal records are
+	// shipped with /writes and every flush becomes a point. Epoch names
+	// the agent's spool, whose sequence numbers the server remembers.
+	Stream bool   `json:"stream,omitempty"`
+	Epoch  string `json:"epoch,omitempty"`
 }
 
 type beginResponse struct {
@@ -53,6 +58,12 @@ type beginResponse struct {
 	BlockSize  int64  `json:"block_size"`
 	ResumeFrom int64  `json:"resume_from"`
 	Resumed    bool   `json:"resumed"`
+	// For stream sessions: the last journal record of this epoch the
+	// server holds durably (ship from the next one), and whether the
+	// agent must first send the whole volume (no point yet, or the
+	// server does not know this spool).
+	AckedSeq uint64 `json:"acked_seq"`
+	NeedScan bool   `json:"need_scan"`
 }
 
 type commitRequest struct {

@@ -60,6 +60,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sessions/{id}/offer", s.auth(s.withSession(s.offer)))
 	mux.HandleFunc("POST /v1/sessions/{id}/blocks", s.auth(s.withSession(s.blocks)))
 	mux.HandleFunc("POST /v1/sessions/{id}/commit", s.auth(s.withSession(s.commit)))
+	mux.HandleFunc("POST /v1/sessions/{id}/writes", s.auth(s.withSession(s.writes)))
 	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	return mux
 }
@@ -126,10 +127,14 @@ type session struct {
 	id        string
 	machine   catalog.Machine
 	volume    catalog.Volume
-	point     catalog.Point
-	baseSeq   int64 // the latest committed point when the session began
+	point     catalog.Point // the pending point being filled
 	blockSize int64
 	nblocks   int64
+	stream    bool   // continuous capture: see stream.go
+	epoch     string // the agent's spool identity
+	seeded    bool   // the volume has a committed point to build on
+
+	streamMu sync.Mutex // stream: one writes request at a time
 
 	mu        sync.Mutex
 	dead      bool
@@ -140,6 +145,9 @@ type session struct {
 	unflushed int64
 	bytesNew  int64
 	blocksNew int64
+	applied   uint64           // stream: last journal record applied
+	ackedSeq  uint64           // stream: last journal record in a durable point
+	work      map[int64][]byte // stream: blocks changed since the last point
 }
 
 type blockRange struct {
@@ -198,23 +206,29 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	var base int64
-	if lp, err := s.repo.Catalog.LatestPoint(ctx, vol.ID); err == nil {
-		base = lp.ID
-	}
+	_, err = s.repo.Catalog.LatestPoint(ctx, vol.ID)
+	seeded := err == nil
 	idb := make([]byte, 16)
 	rand.Read(idb)
 	sess := &session{
-		id: hex.EncodeToString(idb), machine: m, volume: vol, point: p, baseSeq: base,
+		id: hex.EncodeToString(idb), machine: m, volume: vol, point: p, seeded: seeded,
 		blockSize: vol.BlockSize, nblocks: (req.Size + vol.BlockSize - 1) / vol.BlockSize,
 		expect: map[int64]pack.Hash{}, ranges: map[int64]*blockRange{}, progress: p.Progress,
+		stream: req.Stream, epoch: req.Epoch, work: map[int64][]byte{},
+	}
+	resp := beginResponse{Session: sess.id, PointID: p.ID, BlockSize: vol.BlockSize, ResumeFrom: p.Progress, Resumed: resumed}
+	if req.Stream {
+		if err := s.beginStream(ctx, sess, &resp); err != nil {
+			httpError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
 	}
 	s.mu.Lock()
 	s.sessions[sess.id] = sess
 	s.byVolume[vol.ID] = sess
 	s.mu.Unlock()
-	slog.Info("session begun", "machine", m.Name, "volume", vol.Name, "point", p.ID, "resumed", resumed, "resume_from", p.Progress)
-	writeJSON(w, beginResponse{Session: sess.id, PointID: p.ID, BlockSize: vol.BlockSize, ResumeFrom: p.Progress, Resumed: resumed})
+	slog.Info("session begun", "machine", m.Name, "volume", vol.Name, "point", p.ID, "resumed", resumed, "resume_from", p.Progress, "stream", req.Stream)
+	writeJSON(w, resp)
 }
 
 func (s *Server) withSession(h func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
@@ -254,27 +268,26 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if o.End > sess.nblocks || len(o.Entries) != int(o.End-o.First) {
+	full := len(o.Entries) == int(o.End-o.First)
+	if o.End > sess.nblocks || (!full && !sess.stream) {
 		httpError(w, http.StatusBadRequest, fmt.Sprintf("offer: range [%d, %d) must list each of the volume's %d blocks once", o.First, o.End, sess.nblocks))
 		return
 	}
-	// What each block holds in the latest committed point: unchanged blocks
-	// need no row.
+	// What each block holds now in the pending point (its own rows, or the
+	// newest committed version): unchanged blocks need no row.
 	cur := make([]catalog.ChunkRef, o.End-o.First)
-	if sess.baseSeq > 0 {
-		if err := s.repo.Catalog.BlockMap(ctx, sess.volume.ID, sess.baseSeq, o.First, cur); err != nil {
-			httpError(w, http.StatusInternalServerError, err.Error())
-			return
-		}
+	if err := s.repo.Catalog.BlockMap(ctx, sess.volume.ID, sess.point.ID, o.First, cur); err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
 	}
 	var need []uint32
 	var rows []catalog.BlockWrite
 	for i, e := range o.Entries {
-		if e.Blk != o.First+int64(i) {
-			httpError(w, http.StatusBadRequest, "offer: blocks must be listed in order")
+		if (full && e.Blk != o.First+int64(i)) || (i > 0 && e.Blk <= o.Entries[i-1].Blk) {
+			httpError(w, http.StatusBadRequest, "offer: blocks must be listed in order, each once")
 			return
 		}
-		c := cur[i]
+		c := cur[e.Blk-o.First]
 		switch {
 		case e.Zero:
 			if c.ID != 0 {
@@ -300,8 +313,10 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 	for _, i := range need {
 		sess.expect[o.Entries[i].Blk] = o.Entries[i].Hash
 	}
-	sess.ranges[o.First] = &blockRange{end: o.End, outstanding: len(need)}
-	sess.advance()
+	if full {
+		sess.ranges[o.First] = &blockRange{end: o.End, outstanding: len(need)}
+		sess.advance()
+	}
 	sess.mu.Unlock()
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Write(encodeIndices(need))
@@ -400,7 +415,7 @@ func (s *Server) flush(ctx context.Context, sess *session, commit bool) (catalog
 	sess.unflushed = 0
 	b := catalog.Batch{VolumeID: sess.volume.ID, PointID: sess.point.ID, Blocks: rows, Progress: sess.progress, Commit: commit, Time: time.Now().UTC()}
 	sess.mu.Unlock()
-	sort.Slice(b.Blocks, func(i, j int) bool { return b.Blocks[i].Blk < b.Blocks[j].Blk })
+	sortRows(b.Blocks)
 	if err := s.store.Commit(ctx, b); err != nil {
 		sess.mu.Lock()
 		sess.rows = append(rows, sess.rows...)
@@ -456,4 +471,10 @@ func ValidName(n string) error {
 
 func isPrintable(s string) bool {
 	return !bytes.ContainsFunc([]byte(s), func(r rune) bool { return r < 0x20 || r == 0x7f })
+}
+
+// sortRows orders block rows by block, keeping the order of rows for the
+// same block: the later one wins.
+func sortRows(rows []catalog.BlockWrite) {
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Blk < rows[j].Blk })
 }

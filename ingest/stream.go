@@ -1,0 +1,335 @@
+package ingest
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/rewind-cdp/rewind/catalog"
+	"github.com/rewind-cdp/rewind/repository/pack"
+)
+
+// Continuous capture. An agent journals every write, discard and flush of
+// a volume in its spool and ships the records, in order, to a stream
+// session. The server applies them onto the blocks as they were (the
+// pending point's rows, else the newest committed version), keeping the
+// blocks changed since the last point in memory, and cuts a point at every
+// flush (kind flush) and at every cut the agent asks for (kind crash: a
+// crash-consistent moment between flushes). A point is acknowledged with
+// the last journal record it includes once it is durable; the agent then
+// drops those records.
+//
+// Replaying records onto blocks that already include some of them gives
+// the same result as replaying only the missing ones (each byte ends with
+// the last write that touched it), so after any interruption the agent
+// simply ships again from the acknowledged record. Likewise, while the
+// agent sends the whole volume (seeding, or a rescan after an unclean
+// stop) it holds back the journal and replays it from before the scan
+// began: every block read during the scan already includes a prefix of
+// those writes.
+
+// Stream record kinds on the wire; the first three match the spool's.
+const (
+	recWrite   = 1
+	recDiscard = 2
+	recFlush   = 3
+	recCut     = 4 // protocol only: cut a crash-consistent point here
+)
+
+const recordHeaderSize = 1 + 8 + 8 + 8 + 4
+
+// StreamRecord is one journal record as shipped.
+type StreamRecord struct {
+	Kind   uint8
+	Seq    uint64 // for a cut: the last record the point includes
+	Time   time.Time
+	Offset int64
+	Length int64 // data length for writes, range length for discards
+	Data   []byte
+}
+
+// maxWork bounds the blocks a stream session keeps in memory before it
+// stores them into the pending point.
+const maxWork = 1024
+
+func appendRecord(b []byte, r StreamRecord) []byte {
+	b = append(b, r.Kind)
+	b = binary.LittleEndian.AppendUint64(b, r.Seq)
+	b = binary.LittleEndian.AppendUint64(b, uint64(r.Time.UnixNano()))
+	b = binary.LittleEndian.AppendUint64(b, uint64(r.Offset))
+	b = binary.LittleEndian.AppendUint32(b, uint32(r.Length))
+	if r.Kind == recWrite {
+		b = append(b, r.Data...)
+	}
+	return b
+}
+
+func readRecord(rd io.Reader, maxData int64) (StreamRecord, error) {
+	var h [recordHeaderSize]byte
+	if _, err := io.ReadFull(rd, h[:]); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			return StreamRecord{}, errors.New("writes: truncated record")
+		}
+		return StreamRecord{}, err
+	}
+	r := StreamRecord{
+		Kind:   h[0],
+		Seq:    binary.LittleEndian.Uint64(h[1:]),
+		Time:   time.Unix(0, int64(binary.LittleEndian.Uint64(h[9:]))),
+		Offset: int64(binary.LittleEndian.Uint64(h[17:])),
+		Length: int64(binary.LittleEndian.Uint32(h[25:])),
+	}
+	if r.Kind < recWrite || r.Kind > recCut {
+		return r, fmt.Errorf("writes: record %d has unknown kind %d", r.Seq, r.Kind)
+	}
+	if r.Offset < 0 || r.Length < 0 || (r.Kind == recWrite && r.Length > maxData) {
+		return r, fmt.Errorf("writes: record %d has bad extent %d+%d", r.Seq, r.Offset, r.Length)
+	}
+	if r.Kind == recWrite {
+		r.Data = make([]byte, r.Length)
+		if _, err := io.ReadFull(rd, r.Data); err != nil {
+			return r, fmt.Errorf("writes: record %d: %w", r.Seq, err)
+		}
+	}
+	return r, nil
+}
+
+// beginStream sets up a stream session: which journal records the server
+// already holds and whether the agent must first send the whole volume.
+func (s *Server) beginStream(ctx context.Context, sess *session, resp *beginResponse) error {
+	epoch, seq, err := s.repo.Catalog.StreamPosition(ctx, sess.volume.ID)
+	if err != nil {
+		return err
+	}
+	if sess.epoch != "" && epoch == sess.epoch {
+		sess.applied, sess.ackedSeq = seq, seq
+		resp.AckedSeq = seq
+	}
+	resp.NeedScan = !sess.seeded || epoch != sess.epoch
+	if sess.seeded && !resp.NeedScan {
+		sess.progress = sess.nblocks // the pending point builds on a whole point
+	}
+	return nil
+}
+
+type writesResponse struct {
+	Acked  uint64     `json:"acked"`
+	Points []PointRef `json:"points"`
+}
+
+func (s *Server) writes(w http.ResponseWriter, r *http.Request, sess *session) {
+	ctx := r.Context()
+	if !sess.stream {
+		httpError(w, http.StatusBadRequest, "writes: not a stream session")
+		return
+	}
+	sess.streamMu.Lock()
+	defer sess.streamMu.Unlock()
+	// Blocks sent by a scan come before the journal replayed over them.
+	sess.mu.Lock()
+	scanned := len(sess.rows) > 0
+	sess.mu.Unlock()
+	if scanned {
+		if _, err := s.flush(ctx, sess, false); err != nil {
+			httpError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+	}
+	body := io.LimitReader(r.Body, 256<<20)
+	var resp writesResponse
+	for {
+		rec, err := readRecord(body, 64<<20)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			httpError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		p, err := s.applyRecord(ctx, sess, rec)
+		if err != nil {
+			slog.Error("applying a journal record failed", "seq", rec.Seq, "err", err)
+			httpError(w, statusOf(err), err.Error())
+			return
+		}
+		if p != nil {
+			resp.Points = append(resp.Points, *p)
+		}
+	}
+	sess.mu.Lock()
+	resp.Acked = sess.ackedSeq
+	sess.mu.Unlock()
+	writeJSON(w, resp)
+}
+
+// errBadRecord marks records the agent got wrong (400, not 500).
+type errBadRecord struct{ error }
+
+func statusOf(err error) int {
+	var br errBadRecord
+	if errors.As(err, &br) {
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+// applyRecord applies one record; a flush or cut commits a point, which
+// it returns.
+func (s *Server) applyRecord(ctx context.Context, sess *session, rec StreamRecord) (*PointRef, error) {
+	if rec.Kind != recCut && rec.Seq <= sess.applied {
+		return nil, nil // already applied: the agent is shipping again after an interruption
+	}
+	switch rec.Kind {
+	case recWrite, recDiscard:
+		if rec.Offset+rec.Length > sess.point.Size {
+			return nil, errBadRecord{fmt.Errorf("record %d writes %d+%d past the end of the %d-byte volume", rec.Seq, rec.Offset, rec.Length, sess.point.Size)}
+		}
+		bs := sess.blockSize
+		for pos := rec.Offset; pos < rec.Offset+rec.Length; {
+			blk := pos / bs
+			buf, err := s.workBlock(ctx, sess, blk)
+			if err != nil {
+				return nil, err
+			}
+			in := pos - blk*bs
+			n := min(int64(len(buf))-in, rec.Offset+rec.Length-pos)
+			if rec.Kind == recWrite {
+				copy(buf[in:in+n], rec.Data[pos-rec.Offset:])
+			} else {
+				clear(buf[in : in+n])
+			}
+			pos += n
+		}
+		sess.applied = rec.Seq
+		if len(sess.work) >= maxWork {
+			if err := s.storeWork(ctx, sess); err != nil {
+				return nil, err
+			}
+			if _, err := s.flush(ctx, sess, false); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	default: // flush or cut
+		kind := catalog.KindFlush
+		if rec.Kind == recCut {
+			kind = "crash"
+		} else {
+			sess.applied = rec.Seq
+		}
+		return s.cutPoint(ctx, sess, kind, rec.Time, rec.Seq)
+	}
+}
+
+// workBlock returns the in-memory copy of a block changed since the last
+// point, loading it from the repository first.
+func (s *Server) workBlock(ctx context.Context, sess *session, blk int64) ([]byte, error) {
+	if b, ok := sess.work[blk]; ok {
+		return b, nil
+	}
+	n := min(sess.blockSize, sess.point.Size-blk*sess.blockSize)
+	ref := make([]catalog.ChunkRef, 1)
+	if err := s.repo.Catalog.BlockMap(ctx, sess.volume.ID, sess.point.ID, blk, ref); err != nil {
+		return nil, err
+	}
+	var b []byte
+	if ref[0].ID == 0 {
+		b = make([]byte, n)
+	} else {
+		data, err := s.repo.ReadChunk(ctx, ref[0], make([]byte, 0, n))
+		if err != nil {
+			return nil, fmt.Errorf("block %d of %s/%s: %w", blk, sess.machine.Name, sess.volume.Name, err)
+		}
+		if int64(len(data)) != n {
+			return nil, fmt.Errorf("block %d of %s/%s: stored with %d bytes, expected %d", blk, sess.machine.Name, sess.volume.Name, len(data), n)
+		}
+		b = data
+	}
+	sess.work[blk] = b
+	return b, nil
+}
+
+// storeWork stores the changed blocks into the pending point's rows.
+func (s *Server) storeWork(ctx context.Context, sess *session) error {
+	codec := s.repo.Codec()
+	var stored []byte
+	rows := make([]catalog.BlockWrite, 0, len(sess.work))
+	for blk, b := range sess.work {
+		if isZero(b) {
+			rows = append(rows, catalog.BlockWrite{Blk: blk, Zero: true})
+			continue
+		}
+		h := pack.SumBlock(b)
+		var comp uint8
+		stored, comp = codec.Compress(b, stored)
+		if err := s.store.Put(ctx, pack.Entry{Compression: comp, HashAlgo: pack.HashSHA256, ULen: uint32(len(b)), Hash: h}, stored); err != nil {
+			return err
+		}
+		rows = append(rows, catalog.BlockWrite{Blk: blk, Hash: h})
+		sess.bytesNew += int64(len(stored))
+	}
+	sess.mu.Lock()
+	sess.rows = append(sess.rows, rows...)
+	sess.mu.Unlock()
+	clear(sess.work)
+	return nil
+}
+
+// cutPoint commits the pending point of a stream session and opens the
+// next one.
+func (s *Server) cutPoint(ctx context.Context, sess *session, kind string, t time.Time, seq uint64) (*PointRef, error) {
+	if !sess.seeded && sess.progress < sess.nblocks {
+		return nil, errBadRecord{fmt.Errorf("cannot cut a point of %s/%s before the whole volume was sent (%d of %d blocks)", sess.machine.Name, sess.volume.Name, sess.progress, sess.nblocks)}
+	}
+	if err := s.storeWork(ctx, sess); err != nil {
+		return nil, err
+	}
+	sess.mu.Lock()
+	rows := sess.rows
+	sess.rows = nil
+	sess.mu.Unlock()
+	b := catalog.Batch{VolumeID: sess.volume.ID, PointID: sess.point.ID, Blocks: rows, Progress: sess.nblocks,
+		Commit: true, Time: t, Kind: kind, StreamEpoch: sess.epoch, StreamSeq: seq}
+	sortRows(b.Blocks)
+	if err := s.store.Commit(ctx, b); err != nil {
+		sess.mu.Lock()
+		sess.rows = append(rows, sess.rows...)
+		sess.mu.Unlock()
+		return nil, err
+	}
+	done, err := s.repo.Catalog.Point(ctx, sess.point.ID)
+	if err != nil {
+		return nil, err
+	}
+	next, _, err := s.repo.Catalog.BeginPoint(ctx, sess.volume.ID, sess.point.Size, "crash", "")
+	if err != nil {
+		return nil, err
+	}
+	sess.mu.Lock()
+	sess.point = next
+	sess.ackedSeq = seq
+	sess.seeded = true
+	sess.progress = sess.nblocks
+	sess.mu.Unlock()
+	return &PointRef{ID: done.ID, Time: done.Time}, nil
+}
+
+func isZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
