@@ -28,6 +28,7 @@ func testServer(t testing.TB, h2 bool) (*Server, *repository.Repo, string, *tls.
 	}
 	hs := httptest.NewUnstartedServer(srv.Handler())
 	hs.EnableHTTP2 = h2
+	hs.Config.HTTP2 = http2Config()
 	hs.StartTLS()
 	t.Cleanup(func() {
 		hs.Close()

@@ -70,6 +70,7 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) Serve(ctx context.Context, ln net.Listener, cert tls.Certificate) error {
 	hs := &http.Server{
 		Handler:           s.Handler(),
+		HTTP2:             http2Config(),
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13, NextProtos: []string{"h2", "http/1.1"}},
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
@@ -86,6 +87,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, cert tls.Certificat
 	defer cancel()
 	hs.Shutdown(sctx)
 	return s.Close(context.Background())
+}
+
+// http2Config widens HTTP/2's receive windows: with the default 1 MiB
+// per connection, one handler slow to read (waiting on the disk) stops
+// every other batch in flight on the connection.
+func http2Config() *http.HTTP2Config {
+	return &http.HTTP2Config{MaxReceiveBufferPerConnection: 64 << 20, MaxReceiveBufferPerStream: 16 << 20}
 }
 
 type machineKey struct{}

@@ -28,6 +28,7 @@ type Store struct {
 	states    []catalog.PackState // pack states to record
 
 	commitMu sync.Mutex // serialises Commit: sync, index, apply
+	err      error      // a failed sync: the store acknowledges nothing more
 }
 
 // NewStore recovers packs left open by a crash (see Recover) and returns a
@@ -103,21 +104,31 @@ func (s *Store) Put(ctx context.Context, e pack.Entry, stored []byte) error {
 // Commit makes every block put so far durable, indexes it, and applies b
 // (block rows, progress, a point's commit) in the same catalog
 // transaction. When Commit returns nil, everything in b survives a crash.
+// Puts go on while Commit waits for the disk.
 func (s *Store) Commit(ctx context.Context, b catalog.Batch) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	s.mu.Lock()
-	if s.cur != nil {
-		if err := s.cur.Sync(); err != nil {
-			s.mu.Unlock()
-			return err
-		}
-		s.states = append(s.states, catalog.PackState{ID: s.curID, State: catalog.PackOpen, Size: s.cur.Size()})
+	if s.err != nil {
+		s.mu.Unlock()
+		return s.err
 	}
+	w, id := s.cur, s.curID
 	chunks, states := s.unindexed, s.states
 	s.unindexed, s.states = nil, nil
 	s.mu.Unlock()
 
+	// Entries in a pack sealed meanwhile were synced by Seal; a pack still
+	// open is synced here, without holding up Put.
+	if w != nil {
+		if err := w.Sync(); err != nil && !w.Sealed() {
+			s.mu.Lock()
+			s.err = err // the disk lost writes: nothing more may be acknowledged
+			s.mu.Unlock()
+			return err
+		}
+		states = append(states, catalog.PackState{ID: id, State: catalog.PackOpen, Size: w.DurableSize()})
+	}
 	b.Chunks = append(chunks, b.Chunks...)
 	b.Packs = append(states, b.Packs...)
 	if err := s.repo.Catalog.Apply(ctx, b); err != nil {

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 )
 
 // Writer appends entries to a new pack file. Its first error is sticky:
 // once a write fails, every later call returns that error, so nothing is
-// acknowledged on top of a broken pack.
+// acknowledged on top of a broken pack. Append and Seal are called by one
+// goroutine at a time; Sync may run beside them.
 type Writer struct {
 	f       *os.File
 	name    string
@@ -19,7 +21,8 @@ type Writer struct {
 	entries []Entry
 	buf     []byte
 	err     error
-	sealed  bool
+	sealed  atomic.Bool
+	synced  atomic.Int64 // bytes known durable
 }
 
 // Create makes a new pack file at path (which must not exist) and writes
@@ -53,7 +56,7 @@ func (w *Writer) write(b []byte) {
 		return
 	}
 	n, err := w.f.Write(b)
-	w.off += int64(n)
+	atomic.AddInt64(&w.off, int64(n))
 	if err != nil {
 		w.err = fmt.Errorf("write pack %s at offset %d: %w", w.name, w.off, err)
 	}
@@ -67,7 +70,7 @@ func (w *Writer) Append(e Entry, data []byte) (Entry, error) {
 	if w.err != nil {
 		return Entry{}, w.err
 	}
-	if w.sealed {
+	if w.sealed.Load() {
 		return Entry{}, fmt.Errorf("append to sealed pack %s", w.name)
 	}
 	if len(data) > MaxBlock || e.ULen > MaxBlock {
@@ -91,30 +94,41 @@ func (w *Writer) Append(e Entry, data []byte) (Entry, error) {
 	return e, nil
 }
 
-// Sync makes every appended entry durable.
+// Sync makes every entry appended before it was called durable. It may
+// run beside Append; it does not touch the sticky error (the caller
+// decides what a failed sync means).
 func (w *Writer) Sync() error {
-	if w.err != nil {
-		return w.err
-	}
+	size := atomic.LoadInt64(&w.off)
 	if err := w.f.Sync(); err != nil {
-		w.err = fmt.Errorf("sync pack %s: %w", w.name, err)
+		return fmt.Errorf("sync pack %s: %w", w.name, err)
 	}
-	return w.err
+	if size > w.synced.Load() {
+		w.synced.Store(size)
+	}
+	return nil
 }
+
+// DurableSize is the size of the pack known durable.
+func (w *Writer) DurableSize() int64 { return w.synced.Load() }
+
+// Sealed reports whether Seal ran (successfully or not).
+func (w *Writer) Sealed() bool { return w.sealed.Load() }
 
 // Seal writes the index and footer, makes the pack durable, reads the
 // footer and index back from the file and checks them against what was
 // written, and closes the file.
 func (w *Writer) Seal() error {
-	if w.sealed {
+	if w.sealed.Load() {
 		return w.err
 	}
 	idx := encodeIndex(w.entries)
 	indexOff := w.off
 	w.write(idx)
 	w.write(encodeFooter(len(w.entries), indexOff, crc(idx)))
-	w.Sync()
-	w.sealed = true
+	if err := w.Sync(); err != nil && w.err == nil {
+		w.err = err
+	}
+	w.sealed.Store(true)
 	if w.err == nil {
 		w.err = w.verify(idx)
 	}
@@ -150,14 +164,12 @@ func (w *Writer) verify(idx []byte) error {
 
 // Abort closes and removes an unfinished pack.
 func (w *Writer) Abort() error {
-	if !w.sealed {
+	if !w.sealed.Swap(true) {
 		w.f.Close()
 	}
-	w.sealed = true
 	return os.Remove(w.name)
 }
 
-var _ io.Closer = (*os.File)(nil)
 
 // Recover seals a pack left open by a crash: it checks every entry up to
 // keep (the end of the last entry anybody was told is stored), cuts the
