@@ -170,7 +170,6 @@ func (w *Writer) Abort() error {
 	return os.Remove(w.name)
 }
 
-
 // Recover seals a pack left open by a crash: it checks every entry up to
 // keep (the end of the last entry anybody was told is stored), cuts the
 // file there, and writes the index and footer. It returns the sealed size.
