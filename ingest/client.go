@@ -245,10 +245,8 @@ feed:
 
 // batchWork is a worker's reusable buffers.
 type batchWork struct {
-	data   []byte
-	body   []byte
-	stored []byte
-	zero   []byte
+	data []byte
+	zero []byte
 }
 
 type batchCount struct{ read, sentBlocks int64 }
@@ -280,6 +278,43 @@ func (c *Client) sendBatch(ctx context.Context, session string, opt BackupOption
 		}
 		o.Entries = append(o.Entries, e)
 	}
+	return c.offerAndSend(ctx, session, o, block, n)
+}
+
+// sendSparse offers the listed blocks (increasing, spanning at most
+// maxOffer block numbers) and sends those the server lacks.
+func (c *Client) sendSparse(ctx context.Context, session string, opt BackupOptions, bs int64, list []int64, w *batchWork) (batchCount, error) {
+	var n batchCount
+	if int64(len(w.zero)) < bs {
+		w.zero = make([]byte, bs)
+	}
+	if int64(cap(w.data)) < int64(len(list))*bs {
+		w.data = make([]byte, int64(len(list))*bs)
+	}
+	o := offer{First: list[0], End: list[len(list)-1] + 1}
+	data := map[int64][]byte{}
+	for i, blk := range list {
+		length := min(bs, opt.Size-blk*bs)
+		b := w.data[int64(i)*bs : int64(i)*bs+length]
+		if got, err := opt.Source.ReadAt(b, blk*bs); int64(got) != length {
+			return n, fmt.Errorf("read source at offset %d: %w", blk*bs+int64(got), err)
+		}
+		n.read += length
+		data[blk] = b
+		e := offerEntry{Blk: blk}
+		if bytes.Equal(b, w.zero[:len(b)]) {
+			e.Zero = true
+		} else {
+			e.Hash = pack.SumBlock(b)
+		}
+		o.Entries = append(o.Entries, e)
+	}
+	return c.offerAndSend(ctx, session, o, func(blk int64) []byte { return data[blk] }, n)
+}
+
+// offerAndSend offers the blocks of o and sends, compressed, those the
+// server asks for; block returns a block's data.
+func (c *Client) offerAndSend(ctx context.Context, session string, o offer, block func(int64) []byte, n batchCount) (batchCount, error) {
 	ans, err := c.post(ctx, "/v1/sessions/"+session+"/offer", "application/octet-stream", encodeOffer(o))
 	if err != nil {
 		return n, err
@@ -291,15 +326,15 @@ func (c *Client) sendBatch(ctx context.Context, session string, opt BackupOption
 	if len(need) == 0 {
 		return n, nil
 	}
-	w.body = w.body[:0]
+	var body, buf []byte
 	for _, i := range need {
 		e := o.Entries[i]
 		b := block(e.Blk)
-		stored, comp := c.codec.Compress(b, w.stored)
-		w.stored = stored[:0]
-		w.body = appendBlock(w.body, sentBlock{Blk: e.Blk, Entry: pack.Entry{Hash: e.Hash, Compression: comp, ULen: uint32(len(b))}, Stored: stored})
+		stored, comp := c.codec.Compress(b, buf)
+		buf = stored[:0]
+		body = appendBlock(body, sentBlock{Blk: e.Blk, Entry: pack.Entry{Hash: e.Hash, Compression: comp, ULen: uint32(len(b))}, Stored: stored})
 	}
-	if _, err := c.post(ctx, "/v1/sessions/"+session+"/blocks", "application/octet-stream", w.body); err != nil {
+	if _, err := c.post(ctx, "/v1/sessions/"+session+"/blocks", "application/octet-stream", body); err != nil {
 		return n, err
 	}
 	n.sentBlocks = int64(len(need))
