@@ -42,6 +42,7 @@ func subcommands() []*cobra.Command {
 		newRestoreCmd(),
 		newCheckCmd(),
 		newDemoCmd(),
+		newAgentCmd(),
 		newESECmd(),
 		newSQLCmd(),
 	}

@@ -1,0 +1,212 @@
+// Package agent is the continuous-capture agent: it protects one volume
+// through the block shim, journals every change in a local spool, ships the
+// journal to the backup server from a separate goroutine that can fail
+// without failing the write path, and closes every gap it cannot journal —
+// an outage that filled the spool, an unclean stop — by re-scanning against
+// the server. It reports its state in a status file.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/rewind-cdp/rewind/capture/shim"
+	"github.com/rewind-cdp/rewind/capture/spool"
+	"github.com/rewind-cdp/rewind/ingest"
+)
+
+// Config describes one protected volume.
+type Config struct {
+	Client    *ingest.Client
+	Machine   string
+	Volume    string
+	Source    string // image file or block device
+	BlockSize int64  // for a new volume; 0 = the server's default
+	Spool     string // spool directory
+	// SpoolLimit bounds the spool; past it the agent remembers changed
+	// blocks in a bitmap and re-sends them when the server is back.
+	SpoolLimit int64
+	// Mount, when set, is where the filesystem on the loop device is
+	// mounted.
+	Mount string
+	// CutAfter is how long a change may wait for a flush before the agent
+	// asks for a crash-consistent point (default 1 s).
+	CutAfter time.Duration
+}
+
+// DefaultSpoolDir is where a volume's spool lives unless told otherwise.
+func DefaultSpoolDir(machine, volume string) string {
+	return filepath.Join("/var/lib/rewind/agent", machine+"-"+volume)
+}
+
+// state is kept in <spool>/state.json.
+type state struct {
+	Epoch string `json:"epoch"`
+	Clean bool   `json:"clean"`
+}
+
+func readState(dir string) (state, bool, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return state{}, false, nil
+	}
+	if err != nil {
+		return state{}, false, err
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil || st.Epoch == "" {
+		return state{}, false, fmt.Errorf("spool state %s is damaged", filepath.Join(dir, "state.json"))
+	}
+	return st, true, nil
+}
+
+func writeState(dir string, st state) error {
+	b, _ := json.Marshal(st)
+	tmp := filepath.Join(dir, "state.json.tmp")
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	f.Close()
+	return os.Rename(tmp, filepath.Join(dir, "state.json"))
+}
+
+// Run protects the volume until ctx ends. ready is told the loop device
+// once the volume is served.
+func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error) {
+	if cfg.CutAfter == 0 {
+		cfg.CutAfter = time.Second
+	}
+	src, err := os.OpenFile(cfg.Source, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", cfg.Source, err)
+	}
+	defer src.Close()
+	size, err := src.Seek(0, io.SeekEnd)
+	if err != nil || size == 0 {
+		return fmt.Errorf("size of %s: %d bytes, %v", cfg.Source, size, err)
+	}
+	if err := os.MkdirAll(cfg.Spool, 0o700); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	st, existed, err := readState(cfg.Spool)
+	if err != nil {
+		return err
+	}
+	rescan := existed && !st.Clean
+	if !existed {
+		b := make([]byte, 12)
+		rand.Read(b)
+		st.Epoch = hex.EncodeToString(b)
+	}
+	if rescan {
+		slog.Warn("the agent did not stop cleanly last time: the volume will be re-scanned against the server to close any gap", "volume", cfg.Volume)
+	}
+	st.Clean = false
+	if err := writeState(cfg.Spool, st); err != nil {
+		return fmt.Errorf("spool state: %w", err)
+	}
+	sp, err := spool.Open(filepath.Join(cfg.Spool, "journal"), cfg.SpoolLimit)
+	if err != nil {
+		return err
+	}
+	bs := cfg.BlockSize
+	if bs == 0 {
+		bs = 64 << 10
+	}
+	j := newJournal(sp, bs)
+	mnt := filepath.Join(cfg.Spool, "shim")
+	if err := os.MkdirAll(mnt, 0o700); err != nil {
+		return err
+	}
+	sh, err := shim.Mount(mnt, src, size, j)
+	if err != nil {
+		return err
+	}
+	loop, err := attachLoop(sh.Path())
+	if err != nil {
+		sh.Unmount()
+		return err
+	}
+	status := newStatus(cfg, loop, sp)
+	j.changed = status.changed
+	if rescan {
+		status.gap(time.Now(), "unclean stop of the agent: changes may be missing from the journal")
+	}
+	mounted := false
+	if cfg.Mount != "" {
+		if err := mountFS(loop, cfg.Mount); err != nil {
+			detachLoop(loop)
+			sh.Unmount()
+			return err
+		}
+		mounted = true
+	}
+	slog.Info("protecting", "machine", cfg.Machine, "volume", cfg.Volume, "source", cfg.Source, "loop", loop, "mount", cfg.Mount)
+	if ready != nil {
+		ready(loop)
+	}
+
+	shipCtx, stopShip := context.WithCancel(context.Background())
+	sh2 := &shipper{cfg: cfg, src: src, size: size, spool: sp, journal: j, epoch: st.Epoch, rescan: rescan, status: status}
+	shipped := make(chan struct{})
+	go func() {
+		defer close(shipped)
+		sh2.run(shipCtx)
+	}()
+
+	<-ctx.Done()
+	// Orderly stop: the filesystem first (its last writes and flush reach
+	// the journal), then the loop device and the shim; then give the
+	// shipper a moment to send what is journaled. The spool keeps the rest.
+	var errs []error
+	if mounted {
+		if err := unmountFS(cfg.Mount); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := detachLoop(loop); err != nil {
+		errs = append(errs, err)
+	}
+	if err := sh.Unmount(); err != nil {
+		errs = append(errs, err)
+	}
+	sh2.drain(10 * time.Second)
+	stopShip()
+	<-shipped
+	if status.acked()+1 >= sp.Next() && !j.overflowed() {
+		// Everything is on the server: start the next run with an empty spool.
+		if err := sp.Reset(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := sp.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if j.err == nil && len(errs) == 0 {
+		st.Clean = !j.overflowed() // a dirty bitmap is not kept across runs: rescan next time
+		if err := writeState(cfg.Spool, st); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	status.note("stopped", "")
+	return errors.Join(errs...)
+}

@@ -1,0 +1,113 @@
+package agent
+
+import (
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rewind-cdp/rewind/capture/spool"
+)
+
+// journal is the write path's side of the agent: every change goes to the
+// spool, unless the spool is full; then (and until the shipper has
+// resynchronised) changes are only marked in a dirty-block bitmap. Once a
+// change is missing from the spool, later ones are kept out of it too, so
+// the spool never has holes.
+type journal struct {
+	spool     *spool.Spool
+	blockSize int64
+	changed   func(time.Time) // told of every change (status: lag)
+
+	mu         sync.Mutex
+	overflow   bool
+	overSince  time.Time
+	dirty      map[int64]struct{}
+	lastChange time.Time
+	err        error // a spool write error: the agent must rescan
+	notify     chan struct{}
+}
+
+func newJournal(sp *spool.Spool, blockSize int64) *journal {
+	return &journal{spool: sp, blockSize: blockSize, dirty: map[int64]struct{}{}, notify: make(chan struct{}, 1)}
+}
+
+func (j *journal) wake() {
+	select {
+	case j.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (j *journal) record(kind spool.Kind, t time.Time, off, n int64, data []byte) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.lastChange = t
+	if j.changed != nil {
+		j.changed(t)
+	}
+	if !j.overflow {
+		_, err := j.spool.Append(kind, t, off, n, data)
+		if err == nil {
+			j.wake()
+			return
+		}
+		if !errors.Is(err, spool.ErrFull) {
+			j.err = err
+		}
+		slog.Warn("spool full: remembering changed blocks until the server catches up", "spool_bytes", j.spool.Size(), "err", err)
+		j.overflow, j.overSince = true, t
+	}
+	for b := off / j.blockSize; b*j.blockSize < off+n; b++ {
+		j.dirty[b] = struct{}{}
+	}
+	j.wake()
+}
+
+func (j *journal) Write(t time.Time, off int64, data []byte) {
+	j.record(spool.Write, t, off, int64(len(data)), data)
+}
+
+func (j *journal) Discard(t time.Time, off, n int64) { j.record(spool.Discard, t, off, n, nil) }
+
+func (j *journal) Flush(t time.Time) error {
+	j.mu.Lock()
+	over := j.overflow
+	if !over {
+		if _, err := j.spool.Append(spool.Flush, t, 0, 0, nil); err != nil && !errors.Is(err, spool.ErrFull) {
+			j.mu.Unlock()
+			return err
+		} else if err != nil {
+			j.overflow, j.overSince = true, t
+		}
+	}
+	j.mu.Unlock()
+	j.wake()
+	return j.spool.Sync()
+}
+
+// takeOverflow ends overflow mode: it returns the dirty blocks (sorted)
+// and the seq from which the spool records every change again.
+func (j *journal) takeOverflow() (blocks []int64, since time.Time, from uint64, was bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.overflow {
+		return nil, time.Time{}, 0, false
+	}
+	for b := range j.dirty {
+		blocks = append(blocks, b)
+	}
+	slices.Sort(blocks)
+	clear(j.dirty)
+	since = j.overSince
+	j.overflow = false
+	return blocks, since, j.spool.Next(), true
+}
+
+func (j *journal) overflowed() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.overflow
+}
+

@@ -1,0 +1,197 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rewind-cdp/rewind/capture/spool"
+	"github.com/rewind-cdp/rewind/ingest"
+)
+
+// shipper sends the journal to the server, cuts crash-consistent points
+// when changes wait too long for a flush, and resynchronises what the
+// journal could not keep.
+type shipper struct {
+	cfg     Config
+	src     *os.File
+	size    int64
+	spool   *spool.Spool
+	journal *journal
+	epoch   string
+	rescan  bool // the whole volume must be compared with the server
+	status  *status
+
+	mu       sync.Mutex
+	draining bool
+	idle     chan struct{} // closed when a drain finds nothing left to send
+}
+
+// drain lets the shipper send what is journaled, for up to d.
+func (s *shipper) drain(d time.Duration) {
+	s.mu.Lock()
+	s.draining = true
+	s.idle = make(chan struct{})
+	idle := s.idle
+	s.mu.Unlock()
+	s.journal.wake()
+	select {
+	case <-idle:
+	case <-time.After(d):
+		slog.Warn("stopping with journal records not yet on the server; they are kept in the spool", "spool_bytes", s.spool.Size())
+	}
+}
+
+func (s *shipper) run(ctx context.Context) {
+	backoff := 250 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.status.outage(err)
+		slog.Warn("shipping to the server failed; retrying", "err", err, "in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// session runs one stream session until it fails.
+func (s *shipper) session(ctx context.Context) error {
+	st, err := s.cfg.Client.OpenStream(ctx, s.cfg.Machine, s.cfg.Volume, s.size, s.cfg.BlockSize, s.epoch)
+	if err != nil {
+		return err
+	}
+	s.status.connected()
+	from := st.AckedSeq + 1
+	if st.NeedScan || s.rescan {
+		// Every change from now on is journaled; what the scan reads
+		// already includes a prefix of them, and replaying from here makes
+		// each block exact (see package ingest, stream.go).
+		if _, _, next, was := s.journal.takeOverflow(); was {
+			from = next
+		} else {
+			from = s.spool.Next()
+		}
+		s.status.set("scanning", "")
+		start := time.Now()
+		if err := st.Scan(ctx, s.src, nil, 2, nil); err != nil {
+			return err
+		}
+		slog.Info("volume compared with the server", "volume", s.cfg.Volume, "took", time.Since(start).Round(time.Millisecond))
+		s.rescan = false
+		// The first point (or the one closing the gap) can be cut once the
+		// journal from the scan's start is applied.
+		if err := s.ship(ctx, st, from, true); err != nil {
+			return err
+		}
+		s.status.closeGaps(time.Now())
+		from = s.status.acked() + 1
+	}
+	return s.loop(ctx, st, from)
+}
+
+// loop ships journal records from seq from on, forever.
+func (s *shipper) loop(ctx context.Context, st *ingest.Stream, from uint64) error {
+	for {
+		if err := s.ship(ctx, st, from, false); err != nil {
+			return err
+		}
+		from = s.status.shippedSeq() + 1
+		if blocks, since, next, was := s.journal.takeOverflow(); was {
+			// The spool overflowed: everything journaled before it is now on
+			// the server. Re-send the blocks changed meanwhile, then the
+			// journal kept since.
+			s.status.gap(since, "spool full while the server was unreachable; changed blocks re-sent")
+			s.status.set("resynchronising", "")
+			if err := st.Scan(ctx, s.src, blocks, 2, nil); err != nil {
+				s.rescan = true // the dirty list is gone: compare everything
+				return err
+			}
+			if err := s.ship(ctx, st, next, true); err != nil {
+				return err
+			}
+			s.status.closeGaps(time.Now())
+			from = s.status.shippedSeq() + 1
+		}
+		s.status.set("streaming", "")
+		s.mu.Lock()
+		if s.draining && s.spool.Next() <= from {
+			close(s.idle)
+			s.draining = false
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.journal.notify:
+		case <-time.After(s.cfg.CutAfter / 4):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// ship sends the journal from seq from up to what it holds now; with cut
+// (or when the oldest change not yet in a point is older than CutAfter) it
+// ends with a cut, so everything sent is in a durable point.
+func (s *shipper) ship(ctx context.Context, st *ingest.Stream, from uint64, cut bool) error {
+	if s.status.shippedSeq() < from-1 {
+		s.status.setShipped(from - 1) // records below from are on the server or in the scan
+	}
+	cur := s.spool.NewCursor(from)
+	var last spool.Record
+	for {
+		recs, err := cur.Next(4 << 20)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			break
+		}
+		out := make([]ingest.StreamRecord, len(recs))
+		for i, r := range recs {
+			out[i] = ingest.StreamRecord{Kind: uint8(r.Kind), Seq: r.Seq, Time: r.Time, Offset: r.Offset, Length: r.Length, Data: r.Data}
+		}
+		res, err := st.Send(ctx, out)
+		if err != nil {
+			return err
+		}
+		last = recs[len(recs)-1]
+		s.shipped(res, recs)
+	}
+	pending := s.status.pendingSince()
+	due := !pending.IsZero() && time.Since(pending) >= s.cfg.CutAfter && s.status.shippedSeq() > s.status.acked()
+	if cut || due {
+		t := last.Time
+		if t.IsZero() {
+			t = time.Now()
+		}
+		res, err := st.Send(ctx, []ingest.StreamRecord{{Kind: ingest.RecordCut, Seq: s.status.shippedSeq(), Time: t}})
+		if err != nil {
+			return err
+		}
+		s.shipped(res, nil)
+	}
+	return nil
+}
+
+// shipped records what the server answered.
+func (s *shipper) shipped(res ingest.WritesResult, recs []spool.Record) {
+	if len(recs) > 0 {
+		s.status.setShipped(recs[len(recs)-1].Seq)
+	}
+	for _, p := range res.Points {
+		s.status.point(p)
+	}
+	if res.Acked > 0 {
+		if err := s.spool.Ack(res.Acked); err != nil {
+			slog.Warn("dropping acknowledged journal records failed", "err", err)
+		}
+		s.status.ack(res.Acked, recs, s.spool.Next())
+	}
+}

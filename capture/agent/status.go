@@ -1,0 +1,210 @@
+package agent
+
+import (
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rewind-cdp/rewind/capture/spool"
+	"github.com/rewind-cdp/rewind/ingest"
+)
+
+// Status is what `rewind agent status` shows of one protected volume; the
+// agent rewrites it in <spool>/status.json every second.
+type Status struct {
+	Machine     string           `json:"machine"`
+	Volume      string           `json:"volume"`
+	Source      string           `json:"source"`
+	LoopDevice  string           `json:"loop_device"`
+	Mount       string           `json:"mount,omitempty"`
+	State       string           `json:"state"`
+	LagSeconds  float64          `json:"lag_seconds"`
+	SpoolBytes  int64            `json:"spool_bytes"`
+	AckedSeq    uint64           `json:"acked_seq"`
+	JournalNext uint64           `json:"journal_next"`
+	LastPoint   *ingest.PointRef `json:"last_point,omitempty"`
+	Points      int64            `json:"points"`
+	Gaps        []Gap            `json:"gaps"`
+	LastError   string           `json:"last_error,omitempty"`
+	PID         int              `json:"pid"`
+	Updated     time.Time        `json:"updated"`
+}
+
+// Gap is a stretch of time for which no exact points exist.
+type Gap struct {
+	From   time.Time  `json:"from"`
+	To     *time.Time `json:"to,omitempty"` // nil while open
+	Reason string     `json:"reason"`
+}
+
+type status struct {
+	dir   string
+	spool *spool.Spool
+
+	mu       sync.Mutex
+	s        Status
+	shipped  uint64
+	oldest   time.Time // oldest change not yet in a durable point
+	stopOnce sync.Once
+	stop     chan struct{}
+}
+
+func newStatus(cfg Config, loop string, sp *spool.Spool) *status {
+	st := &status{dir: cfg.Spool, spool: sp, stop: make(chan struct{}), s: Status{
+		Machine: cfg.Machine, Volume: cfg.Volume, Source: cfg.Source, LoopDevice: loop, Mount: cfg.Mount,
+		State: "starting", PID: os.Getpid(), Gaps: []Gap{},
+	}}
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				st.write()
+			case <-st.stop:
+				return
+			}
+		}
+	}()
+	return st
+}
+
+func (st *status) write() {
+	st.mu.Lock()
+	st.s.SpoolBytes = st.spool.Size()
+	st.s.JournalNext = st.spool.Next()
+	st.s.LagSeconds = 0
+	if !st.oldest.IsZero() {
+		st.s.LagSeconds = time.Since(st.oldest).Seconds()
+	}
+	st.s.Updated = time.Now().UTC()
+	b, _ := json.MarshalIndent(st.s, "", "  ")
+	st.mu.Unlock()
+	tmp := filepath.Join(st.dir, "status.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err == nil {
+		os.Rename(tmp, filepath.Join(st.dir, "status.json"))
+	}
+}
+
+func (st *status) note(event, detail string) {
+	if event == "stopped" {
+		st.set("stopped", detail)
+		st.stopOnce.Do(func() { close(st.stop) })
+		st.write()
+	}
+}
+
+func (st *status) set(state, detail string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.s.State != state {
+		slog.Info("agent state", "volume", st.s.Volume, "state", state)
+	}
+	st.s.State = state
+	if detail != "" {
+		st.s.LastError = detail
+	}
+}
+
+func (st *status) outage(err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.s.State = "outage"
+	if err != nil {
+		st.s.LastError = err.Error()
+	}
+}
+
+func (st *status) connected() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.s.LastError = ""
+}
+
+// gap opens a gap starting at from (once).
+func (st *status) gap(from time.Time, reason string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, g := range st.s.Gaps {
+		if g.To == nil {
+			return
+		}
+	}
+	slog.Warn("gap in the protection", "volume", st.s.Volume, "from", from, "reason", reason)
+	st.s.Gaps = append(st.s.Gaps, Gap{From: from.UTC(), Reason: reason})
+}
+
+func (st *status) closeGaps(at time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for i := range st.s.Gaps {
+		if st.s.Gaps[i].To == nil {
+			t := at.UTC()
+			st.s.Gaps[i].To = &t
+			slog.Info("gap closed: the volume is exact again from here", "volume", st.s.Volume, "from", st.s.Gaps[i].From, "to", t)
+		}
+	}
+}
+
+// changed notes the time of a journaled change.
+func (st *status) changed(t time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.oldest.IsZero() {
+		st.oldest = t
+	}
+}
+
+func (st *status) pendingSince() time.Time {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.oldest
+}
+
+func (st *status) shippedSeq() uint64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.shipped
+}
+
+func (st *status) setShipped(seq uint64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.shipped = seq
+}
+
+func (st *status) acked() uint64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.s.AckedSeq
+}
+
+func (st *status) point(p ingest.PointRef) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.s.LastPoint = &p
+	st.s.Points++
+}
+
+// ack records the server's acknowledgement; recs are the records just
+// sent, to find the oldest change still waiting.
+func (st *status) ack(acked uint64, recs []spool.Record, journalNext uint64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if acked > st.s.AckedSeq {
+		st.s.AckedSeq = acked
+	}
+	if acked+1 >= journalNext {
+		st.oldest = time.Time{}
+		return
+	}
+	for _, r := range recs {
+		if r.Seq > acked {
+			st.oldest = r.Time
+			return
+		}
+	}
+}

@@ -1,0 +1,247 @@
+// Package shim is the capture agent's block shim: it serves a protected
+// volume as a single FUSE file backed by the real image or device, so that a
+// loop device on that file sees every write, discard and flush of the
+// filesystem above it — in completion order — and hands each to a Journal
+// before the operation returns.
+package shim
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Journal receives every change as it happens. Its methods run in the
+// write path and must be quick; they must not fail the write (a journal
+// that cannot keep up remembers what changed some other way).
+type Journal interface {
+	Write(t time.Time, off int64, data []byte)
+	Discard(t time.Time, off, n int64)
+	// Flush is called after the backing store was made durable; it makes
+	// the journal durable up to here.
+	Flush(t time.Time) error
+}
+
+// FileName is the name of the volume file at the root of the mount.
+const FileName = "volume"
+
+// stripeSize is the granularity at which writes to the same region are
+// serialised, so the journal's order is the backing store's order.
+const (
+	stripeSize = 64 << 10
+	stripes    = 256
+)
+
+// Shim is a mounted block shim.
+type Shim struct {
+	server  *fuse.Server
+	dir     string
+	backing *os.File
+	size    int64
+	journal Journal
+	locks   [stripes]sync.Mutex
+}
+
+// Path is the volume file, to attach a loop device to.
+func (s *Shim) Path() string { return s.dir + "/" + FileName }
+
+// Mount serves backing (size bytes) at dir. The caller must be root (the
+// mount is done directly, without fusermount).
+func Mount(dir string, backing *os.File, size int64, j Journal) (*Shim, error) {
+	s := &Shim{dir: dir, backing: backing, size: size, journal: j}
+	root := &rootNode{shim: s}
+	srv, err := fs.Mount(dir, root, &fs.Options{
+		MountOptions: fuse.MountOptions{
+			DirectMount:   true,
+			FsName:        "rewind-shim",
+			Name:          "rewind",
+			MaxWrite:      1 << 20,
+			MaxBackground: 64,
+		},
+		// The volume file changes only through this mount.
+		AttrTimeout:  ptr(time.Hour),
+		EntryTimeout: ptr(time.Hour),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mount block shim on %s: %w", dir, err)
+	}
+	s.server = srv
+	return s, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Unmount stops serving. Nothing may use the volume file any more (detach
+// the loop device first).
+func (s *Shim) Unmount() error {
+	if err := s.server.Unmount(); err != nil {
+		return fmt.Errorf("unmount block shim %s: %w", s.dir, err)
+	}
+	s.server.Wait()
+	return nil
+}
+
+// lock takes the stripe locks covering [off, off+n), in ascending stripe
+// order (so writers never deadlock), and returns their release.
+func (s *Shim) lock(off, n int64) func() {
+	first, last := off/stripeSize, (off+max(n, 1)-1)/stripeSize
+	var held []int
+	if last-first+1 >= stripes {
+		for i := range stripes {
+			held = append(held, i)
+		}
+	} else {
+		for st := first; st <= last; st++ {
+			held = append(held, int(st%stripes))
+		}
+		sort.Ints(held) // distinct: fewer stripes than the ring
+	}
+	for _, i := range held {
+		s.locks[i].Lock()
+	}
+	return func() {
+		for _, i := range held {
+			s.locks[i].Unlock()
+		}
+	}
+}
+
+type rootNode struct {
+	fs.Inode
+	shim *Shim
+}
+
+var _ fs.NodeOnAdder = (*rootNode)(nil)
+
+func (r *rootNode) OnAdd(ctx context.Context) {
+	ch := r.NewPersistentInode(ctx, &volumeNode{shim: r.shim}, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2})
+	r.AddChild(FileName, ch, false)
+}
+
+type volumeNode struct {
+	fs.Inode
+	shim *Shim
+}
+
+var (
+	_ fs.NodeGetattrer = (*volumeNode)(nil)
+	_ fs.NodeSetattrer = (*volumeNode)(nil)
+	_ fs.NodeOpener    = (*volumeNode)(nil)
+	_ fs.NodeReader    = (*volumeNode)(nil)
+	_ fs.NodeWriter    = (*volumeNode)(nil)
+	_ fs.NodeFsyncer   = (*volumeNode)(nil)
+	_ fs.NodeFlusher   = (*volumeNode)(nil)
+	_ fs.NodeAllocater = (*volumeNode)(nil)
+)
+
+func (n *volumeNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFREG | 0o600
+	out.Size = uint64(n.shim.size)
+	out.Blocks = (out.Size + 511) / 512
+	out.Nlink = 1
+	return 0
+}
+
+// Setattr accepts everything but a change of size: a volume does not grow.
+func (n *volumeNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if sz, ok := in.GetSize(); ok && int64(sz) != n.shim.size {
+		return syscall.EPERM
+	}
+	return n.Getattr(ctx, fh, out)
+}
+
+func (n *volumeNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return nil, fuse.FOPEN_DIRECT_IO, 0
+}
+
+func (n *volumeNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= n.shim.size {
+		return fuse.ReadResultData(nil), 0
+	}
+	if rem := n.shim.size - off; int64(len(dest)) > rem {
+		dest = dest[:rem]
+	}
+	got, err := n.shim.backing.ReadAt(dest, off)
+	if err != nil && got < len(dest) {
+		return nil, fs.ToErrno(err)
+	}
+	return fuse.ReadResultData(dest[:got]), 0
+}
+
+func (n *volumeNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if off < 0 || off+int64(len(data)) > n.shim.size {
+		return 0, syscall.ENOSPC
+	}
+	unlock := n.shim.lock(off, int64(len(data)))
+	defer unlock()
+	w, err := n.shim.backing.WriteAt(data, off)
+	if err != nil {
+		if w > 0 {
+			n.shim.journal.Write(time.Now(), off, data[:w])
+		}
+		return uint32(w), fs.ToErrno(err)
+	}
+	n.shim.journal.Write(time.Now(), off, data)
+	return uint32(w), 0
+}
+
+func (n *volumeNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	if err := n.shim.backing.Sync(); err != nil {
+		return fs.ToErrno(err)
+	}
+	if err := n.shim.journal.Flush(time.Now()); err != nil {
+		return syscall.EIO
+	}
+	return 0
+}
+
+// Flush is close(2) of a handle: nothing to do (fsync is the barrier).
+func (n *volumeNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno { return 0 }
+
+// Allocate handles discards: the loop device turns them into punching holes
+// (or zeroing ranges) in the file.
+func (n *volumeNode) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	const (
+		keepSize  = 0x01 // FALLOC_FL_KEEP_SIZE
+		punchHole = 0x02 // FALLOC_FL_PUNCH_HOLE
+		zeroRange = 0x10 // FALLOC_FL_ZERO_RANGE
+	)
+	if mode&(punchHole|zeroRange) == 0 {
+		return syscall.EOPNOTSUPP // plain preallocation: a volume has all its space
+	}
+	o, l := int64(off), int64(size)
+	if o < 0 || o >= n.shim.size {
+		return 0
+	}
+	l = min(l, n.shim.size-o)
+	unlock := n.shim.lock(o, l)
+	defer unlock()
+	if err := syscall.Fallocate(int(n.shim.backing.Fd()), mode|keepSize, o, l); err != nil {
+		// A block device or a filesystem without hole punching: write zeros.
+		if err := writeZeros(n.shim.backing, o, l); err != nil {
+			return fs.ToErrno(err)
+		}
+	}
+	n.shim.journal.Discard(time.Now(), o, l)
+	return 0
+}
+
+func writeZeros(f *os.File, off, n int64) error {
+	z := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		c := min(n, int64(len(z)))
+		if _, err := f.WriteAt(z[:c], off); err != nil {
+			return err
+		}
+		off += c
+		n -= c
+	}
+	return nil
+}
