@@ -110,4 +110,3 @@ func (j *journal) overflowed() bool {
 	defer j.mu.Unlock()
 	return j.overflow
 }
-

@@ -20,7 +20,9 @@ func newAgentCmd() *cobra.Command {
 		Use:   "agent",
 		Short: "Protect volumes continuously: every write reaches the server within a second",
 		Args:  args(cobra.NoArgs),
-		RunE:  func(cmd *cobra.Command, _ []string) error { return usagef("agent needs a subcommand (protect, status)") },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return usagef("agent needs a subcommand (protect, status)")
+		},
 	}
 	c.AddCommand(newAgentProtectCmd(), newAgentStatusCmd())
 	return c
