@@ -1,0 +1,461 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	h "github.com/rewind-cdp/rewind/test/harness"
+	"github.com/rewind-cdp/rewind/test/testenv"
+)
+
+// agentProc is a running `rewind agent protect`.
+type agentProc struct {
+	cmd   *exec.Cmd
+	loop  string
+	spool string
+	done  chan struct{}
+	log   *os.File
+}
+
+func startAgent(t *testing.T, s *h.Server, token, machine, volume, image, spool string) *agentProc {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(t.TempDir(), "agent.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(h.Binary(t), "agent", "protect", "--server", s.URL, "--ca", s.CA, "--token", token,
+		"--machine", machine, "--volume", volume, "--image", image, "--spool", spool)
+	cmd.Stderr = logf
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a := &agentProc{cmd: cmd, spool: spool, done: make(chan struct{}), log: logf}
+	go func() { cmd.Wait(); close(a.done) }()
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		if sc.Scan() {
+			line <- strings.TrimSpace(sc.Text())
+		}
+		for sc.Scan() {
+		}
+	}()
+	t.Cleanup(func() { a.stop(t) })
+	select {
+	case a.loop = <-line:
+	case <-a.done:
+		t.Fatalf("agent exited before serving the volume:\n%s", a.logText())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("agent did not print its loop device in 60 s:\n%s", a.logText())
+	}
+	if !strings.HasPrefix(a.loop, "/dev/loop") {
+		t.Fatalf("agent printed %q, want a loop device", a.loop)
+	}
+	return a
+}
+
+func (a *agentProc) logText() string {
+	b, _ := os.ReadFile(a.log.Name())
+	return string(b)
+}
+
+// stop stops the agent with SIGTERM and makes sure nothing is left
+// attached or mounted, whatever happened.
+func (a *agentProc) stop(t *testing.T) {
+	select {
+	case <-a.done:
+	default:
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-a.done:
+		case <-time.After(60 * time.Second):
+			t.Errorf("agent did not stop on SIGTERM in 60 s; killing it")
+			a.cmd.Process.Kill()
+			<-a.done
+		}
+	}
+	if a.loop != "" {
+		exec.Command("losetup", "--detach", a.loop).Run() // only if still attached
+	}
+	exec.Command("umount", "-l", filepath.Join(a.spool, "shim")).Run()
+}
+
+func (a *agentProc) kill9() {
+	a.cmd.Process.Kill()
+	<-a.done
+}
+
+func mustCmd(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func mountAt(t *testing.T, fstype, dev, dir string, opts string) {
+	t.Helper()
+	os.MkdirAll(dir, 0o755)
+	args := []string{"-o", opts, dev, dir}
+	if fstype != "" {
+		args = append([]string{"-t", fstype}, args...)
+	}
+	mustCmd(t, "mount", args...)
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+}
+
+// manifest maps every path under dir to its content hash, symlink target
+// or "dir".
+func manifest(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			t.Fatalf("walk %s: %v", p, err)
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == "." || strings.HasPrefix(rel, "lost+found") || strings.HasPrefix(rel, "$") || strings.HasPrefix(rel, "System Volume Information") {
+			return nil
+		}
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			target, _ := os.Readlink(p)
+			m[rel] = "symlink:" + target
+		case d.IsDir():
+			m[rel] = "dir"
+		default:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatalf("read %s: %v", p, err)
+			}
+			s := sha256.Sum256(b)
+			m[rel] = hex.EncodeToString(s[:])
+		}
+		return nil
+	})
+	return m
+}
+
+func diffManifests(want, got map[string]string) []string {
+	var d []string
+	for k, v := range want {
+		if got[k] != v {
+			d = append(d, fmt.Sprintf("%s: want %.20s, got %.20s", k, v, got[k]))
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			d = append(d, k+": unexpected")
+		}
+	}
+	sort.Strings(d)
+	return d
+}
+
+// workload runs one deterministic phase of file activity in dir and
+// returns the paths it touched.
+func workload(t *testing.T, dir string, phase int, r *rand.Rand) map[string]bool {
+	t.Helper()
+	touched := map[string]bool{}
+	data := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		return b
+	}
+	write := func(rel string, b []byte, sync bool) {
+		p := filepath.Join(dir, rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Write(b)
+		if sync {
+			f.Sync()
+		}
+		f.Close()
+		touched[rel] = true
+	}
+	name := func(i int) string { return fmt.Sprintf("d%02d/file-%04d.dat", i%20, i) }
+	switch phase {
+	case 0: // create ~1000 files of 0–64 KiB, some symlinks
+		for i := range 1000 {
+			write(name(i), data(r.IntN(64<<10)), i%100 == 0)
+		}
+		for i := range 10 {
+			l := fmt.Sprintf("links/link-%d", i)
+			os.MkdirAll(filepath.Join(dir, "links"), 0o755)
+			os.Symlink("../"+name(i), filepath.Join(dir, l))
+			touched[l] = true
+		}
+	case 1: // modify in place
+		for i := 0; i < 1000; i += 5 {
+			f, err := os.OpenFile(filepath.Join(dir, name(i)), os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteAt(data(1000), int64(r.IntN(4096)))
+			f.Close()
+			touched[name(i)] = true
+		}
+	case 2: // one 200 MiB file, fsynced
+		f, err := os.Create(filepath.Join(dir, "big.bin"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunk := data(1 << 20)
+		for i := range 200 {
+			chunk[0] = byte(i)
+			if _, err := f.Write(chunk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.Sync()
+		f.Close()
+		touched["big.bin"] = true
+	case 3: // truncate
+		for i := 1; i < 1000; i += 10 {
+			os.Truncate(filepath.Join(dir, name(i)), int64(r.IntN(100)))
+			touched[name(i)] = true
+		}
+	case 4: // delete
+		for i := 2; i < 1000; i += 10 {
+			os.Remove(filepath.Join(dir, name(i)))
+			touched[name(i)] = true
+		}
+	case 5: // rename
+		for i := 3; i < 1000; i += 10 {
+			to := fmt.Sprintf("renamed/%04d.dat", i)
+			os.MkdirAll(filepath.Join(dir, "renamed"), 0o755)
+			os.Rename(filepath.Join(dir, name(i)), filepath.Join(dir, to))
+			touched[name(i)], touched[to] = true, true
+		}
+	case 6: // rewrite the middle of the big file
+		f, _ := os.OpenFile(filepath.Join(dir, "big.bin"), os.O_WRONLY, 0)
+		f.WriteAt(data(3<<20), 50<<20)
+		f.Close()
+		touched["big.bin"] = true
+	case 7: // new files and appends
+		for i := 1000; i < 1100; i++ {
+			write(name(i), data(r.IntN(16<<10)), false)
+		}
+		for i := 4; i < 1000; i += 25 {
+			f, _ := os.OpenFile(filepath.Join(dir, name(i)), os.O_WRONLY|os.O_APPEND, 0)
+			if f != nil {
+				f.Write(data(5000))
+				f.Close()
+				touched[name(i)] = true
+			}
+		}
+	case 8: // delete the big file
+		os.Remove(filepath.Join(dir, "big.bin"))
+		touched["big.bin"] = true
+	default: // many small overwrites
+		for i := 5; i < 1000; i += 7 {
+			write(name(i), data(r.IntN(8<<10)), i%70 == 5)
+		}
+	}
+	return touched
+}
+
+type moment struct {
+	at       time.Time
+	manifest map[string]string
+	touched  map[string]bool // by the phase that ended here
+}
+
+func TestAgentCapturesEveryMomentExactly(t *testing.T) {
+	testenv.NeedFUSE(t)
+	testenv.NeedTool(t, "losetup", "mount", "umount")
+	for _, fsys := range []struct {
+		name, mkfs, fstype, mountOpts string
+		mkfsArgs                      []string
+		fsck                          bool
+	}{
+		{name: "ext4", mkfs: "mkfs.ext4", mkfsArgs: []string{"-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"}, mountOpts: "noatime", fsck: true},
+		{name: "ntfs", mkfs: "mkntfs", mkfsArgs: []string{"-q", "-F", "-f"}, fstype: "ntfs-3g", mountOpts: "noatime"},
+	} {
+		t.Run(fsys.name, func(t *testing.T) {
+			testenv.NeedTool(t, fsys.mkfs)
+			if fsys.fstype != "" {
+				testenv.NeedTool(t, fsys.fstype)
+			}
+			if fsys.fsck {
+				testenv.NeedTool(t, "e2fsck")
+			}
+			dir := t.TempDir()
+			repo := filepath.Join(dir, "repo")
+			s := h.StartServer(t, repo, "127.0.0.1:0")
+			tok := h.AddMachine(t, repo, "host")
+			img := filepath.Join(dir, "vol.img")
+			if err := os.Truncate(img, 0); err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+			f, _ := os.Create(img)
+			f.Truncate(512 << 20)
+			f.Close()
+			mustCmd(t, fsys.mkfs, append(fsys.mkfsArgs, img)...)
+
+			a := startAgent(t, s, tok, "host", fsys.name, img, filepath.Join(dir, "spool"))
+			mnt := filepath.Join(dir, "mnt")
+			mountAt(t, fsys.fstype, a.loop, mnt, fsys.mountOpts)
+
+			r := rand.New(rand.NewPCG(7, 7))
+			var moments []moment
+			for phase := range 10 {
+				touched := workload(t, mnt, phase, r)
+				syscall.Sync()
+				time.Sleep(1500 * time.Millisecond) // any cut of these writes happens now
+				moments = append(moments, moment{at: time.Now(), manifest: manifest(t, mnt), touched: touched})
+			}
+			mustCmd(t, "umount", mnt)
+			a.stop(t)
+			if strings.Contains(a.logText(), "level=ERROR") {
+				t.Errorf("agent logged errors:\n%s", a.logText())
+			}
+
+			check := func(what string, want map[string]string, img string) {
+				t.Helper()
+				if fsys.fsck {
+					out, err := exec.Command("e2fsck", "-fn", img).CombinedOutput()
+					if err != nil {
+						t.Errorf("%s: e2fsck -fn: %v\n%s", what, err, out)
+					}
+				}
+				m := filepath.Join(dir, "check")
+				// Read-write: mounting a restored copy replays its journal.
+				mountAt(t, fsys.fstype, img, m, "loop")
+				got := manifest(t, m)
+				mustCmd(t, "umount", m)
+				if d := diffManifests(want, got); len(d) > 0 {
+					t.Errorf("%s differs from the volume at that moment in %d paths, e.g. %v", what, len(d), d[:min(5, len(d))])
+				}
+			}
+			for i, m := range moments {
+				out := filepath.Join(dir, fmt.Sprintf("moment-%d.img", i))
+				res := h.MustRun(t, nil, "restore", "--repo", repo, "--machine", "host", "--volume", fsys.name,
+					"--at", m.at.UTC().Format(time.RFC3339Nano), "--to", out)
+				check(fmt.Sprintf("moment %d (%s)", i, strings.TrimSpace(res.Stderr)), m.manifest, out)
+				os.Remove(out)
+			}
+
+			// Crash-consistent points (cut between flushes) need at most
+			// journal recovery, and files synced before them are intact.
+			var ps []struct {
+				ID   int64  `json:"id"`
+				Time string `json:"time"`
+				Kind string `json:"kind"`
+			}
+			json.Unmarshal([]byte(h.MustRun(t, nil, "points", "--repo", repo, "--json").Stdout), &ps)
+			kinds := map[string]int{}
+			for _, p := range ps {
+				kinds[p.Kind]++
+			}
+			t.Logf("%d points: %v", len(ps), kinds)
+			if kinds["flush"] == 0 {
+				t.Error("no flush points")
+			}
+			if !fsys.fsck {
+				return
+			}
+			checked := 0
+			for _, p := range ps {
+				if p.Kind != "crash" || checked == 4 {
+					continue
+				}
+				pt, _ := time.Parse(time.RFC3339Nano, p.Time)
+				var before *moment
+				for i := range moments {
+					if !moments[i].at.After(pt) {
+						before = &moments[i]
+					}
+				}
+				out := filepath.Join(dir, fmt.Sprintf("crash-%d.img", p.ID))
+				h.MustRun(t, nil, "restore", "--repo", repo, "--machine", "host", "--volume", fsys.name, "--at", fmt.Sprint(p.ID), "--to", out)
+				fix, err := exec.Command("e2fsck", "-fy", out).CombinedOutput()
+				if code := exitCode(err); code > 1 {
+					t.Errorf("crash point %d: e2fsck -fy exit %d\n%s", p.ID, code, fix)
+				}
+				if bad := nonJournalRepairs(string(fix)); len(bad) > 0 {
+					t.Errorf("crash point %d needed repairs beyond journal recovery: %v", p.ID, bad)
+				}
+				if before != nil {
+					m := filepath.Join(dir, "crash")
+					mountAt(t, "", out, m, "loop")
+					got := manifest(t, m)
+					mustCmd(t, "umount", m)
+					for path, sum := range before.manifest {
+						if later := touchedAfter(moments, pt, path); !later && got[path] != sum {
+							t.Errorf("crash point %d: %s, synced before it, is %.20s, want %.20s", p.ID, path, got[path], sum)
+						}
+					}
+				}
+				os.Remove(out)
+				checked++
+			}
+		})
+	}
+}
+
+// touchedAfter reports whether any phase that ended after t touched path.
+func touchedAfter(ms []moment, t time.Time, path string) bool {
+	for _, m := range ms {
+		if m.at.After(t) && m.touched[path] {
+			return true
+		}
+	}
+	return false
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+// nonJournalRepairs returns the e2fsck output lines that report a repair
+// other than replaying the journal. The superblock's free block and inode
+// totals are not kept current on disk while ext4 is mounted (the kernel
+// recomputes them from the journaled group descriptors), so correcting
+// them is not a repair of damage; per-group counts are.
+func nonJournalRepairs(out string) []string {
+	var bad []string
+	benignFix := false
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		summary := (strings.HasPrefix(l, "Free blocks count wrong (") || strings.HasPrefix(l, "Free inodes count wrong (")) && !strings.Contains(l, "group")
+		switch {
+		case summary:
+			benignFix = true
+			continue
+		case l == "Fix? yes" && benignFix:
+		case l == "", strings.HasPrefix(l, "Pass "), strings.Contains(l, "recovering journal"), strings.Contains(l, ": clean,"),
+			strings.Contains(l, " files ("), strings.Contains(l, "FILE SYSTEM WAS MODIFIED"), strings.HasPrefix(l, "e2fsck "):
+		default:
+			bad = append(bad, l)
+		}
+		benignFix = false
+	}
+	return bad
+}
