@@ -134,6 +134,7 @@ func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error
 	}
 	j := newJournal(sp, bs)
 	mnt := filepath.Join(cfg.Spool, "shim")
+	clearStale(mnt)
 	if err := os.MkdirAll(mnt, 0o700); err != nil {
 		return err
 	}

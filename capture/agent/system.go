@@ -3,6 +3,8 @@ package agent
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
 )
@@ -36,4 +38,25 @@ func mountFS(dev, dir string) error {
 func unmountFS(dir string) error {
 	_, err := run("umount", dir)
 	return err
+}
+
+// clearStale removes what a killed agent left behind at its shim mount
+// point: loop devices still attached to the dead volume file and the dead
+// FUSE mount itself.
+func clearStale(mnt string) {
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	if !strings.Contains(string(mounts), " "+mnt+" ") {
+		return
+	}
+	if out, err := run("losetup", "--noheadings", "--output", "NAME,BACK-FILE", "--list"); err == nil {
+		for _, l := range strings.Split(out, "\n") {
+			f := strings.Fields(l)
+			if len(f) == 2 && strings.HasPrefix(f[1], mnt+"/") {
+				detachLoop(f[0])
+			}
+		}
+	}
+	if _, err := run("umount", "-l", mnt); err == nil {
+		slog.Warn("cleared the block shim left mounted by an agent that did not stop", "mount", mnt)
+	}
 }
