@@ -281,6 +281,21 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 		httpError(w, http.StatusBadRequest, fmt.Sprintf("offer: range [%d, %d) must list each of the volume's %d blocks once", o.First, o.End, sess.nblocks))
 		return
 	}
+	if sess.stream {
+		// Scanned content supersedes blocks changed by journal records since
+		// the last point: store those first, so the scan's rows come later
+		// and win.
+		sess.streamMu.Lock()
+		err := s.storeWork(ctx, sess)
+		if err == nil {
+			_, err = s.flush(ctx, sess, false) // so the comparison below sees them
+		}
+		sess.streamMu.Unlock()
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+	}
 	// What each block holds now in the pending point (its own rows, or the
 	// newest committed version): unchanged blocks need no row.
 	cur := make([]catalog.ChunkRef, o.End-o.First)
@@ -416,6 +431,10 @@ func (s *Server) flush(ctx context.Context, sess *session, commit bool) (catalog
 		p, n := sess.progress, sess.nblocks
 		sess.mu.Unlock()
 		return catalog.Batch{}, fmt.Errorf("commit: only blocks below %d of %d are recorded", p, n)
+	}
+	if !commit && len(sess.rows) == 0 && sess.progress == sess.point.Progress {
+		sess.mu.Unlock()
+		return catalog.Batch{}, nil // nothing new to make durable
 	}
 	rows := sess.rows
 	sess.rows = nil

@@ -131,14 +131,9 @@ func (s *Server) writes(w http.ResponseWriter, r *http.Request, sess *session) {
 	sess.streamMu.Lock()
 	defer sess.streamMu.Unlock()
 	// Blocks sent by a scan come before the journal replayed over them.
-	sess.mu.Lock()
-	scanned := len(sess.rows) > 0
-	sess.mu.Unlock()
-	if scanned {
-		if _, err := s.flush(ctx, sess, false); err != nil {
-			httpError(w, http.StatusInternalServerError, err.Error())
-			return
-		}
+	if _, err := s.flush(ctx, sess, false); err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
 	}
 	body := io.LimitReader(r.Body, 256<<20)
 	var resp writesResponse
@@ -256,6 +251,9 @@ func (s *Server) workBlock(ctx context.Context, sess *session, blk int64) ([]byt
 
 // storeWork stores the changed blocks into the pending point's rows.
 func (s *Server) storeWork(ctx context.Context, sess *session) error {
+	if len(sess.work) == 0 {
+		return nil
+	}
 	codec := s.repo.Codec()
 	var stored []byte
 	rows := make([]catalog.BlockWrite, 0, len(sess.work))

@@ -149,6 +149,7 @@ func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error
 	}
 	status := newStatus(cfg, loop, sp)
 	j.changed = status.changed
+	j.onOverflow = func(t time.Time) { status.gap(t, overflowGap) }
 	if rescan {
 		status.gap(time.Now(), "unclean stop of the agent: changes may be missing from the journal")
 	}

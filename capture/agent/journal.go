@@ -19,6 +19,8 @@ type journal struct {
 	spool     *spool.Spool
 	blockSize int64
 	changed   func(time.Time) // told of every change (status: lag)
+	// overflowed is told when changes stop being journaled (a gap opens).
+	onOverflow func(time.Time)
 
 	mu         sync.Mutex
 	overflow   bool
@@ -57,12 +59,20 @@ func (j *journal) record(kind spool.Kind, t time.Time, off, n int64, data []byte
 			j.err = err
 		}
 		slog.Warn("spool full: remembering changed blocks until the server catches up", "spool_bytes", j.spool.Size(), "err", err)
-		j.overflow, j.overSince = true, t
+		j.startOverflow(t)
 	}
 	for b := off / j.blockSize; b*j.blockSize < off+n; b++ {
 		j.dirty[b] = struct{}{}
 	}
 	j.wake()
+}
+
+// startOverflow switches to the dirty bitmap. Called with mu held.
+func (j *journal) startOverflow(t time.Time) {
+	j.overflow, j.overSince = true, t
+	if j.onOverflow != nil {
+		j.onOverflow(t)
+	}
 }
 
 func (j *journal) Write(t time.Time, off int64, data []byte) {
@@ -79,7 +89,7 @@ func (j *journal) Flush(t time.Time) error {
 			j.mu.Unlock()
 			return err
 		} else if err != nil {
-			j.overflow, j.overSince = true, t
+			j.startOverflow(t)
 		}
 	}
 	j.mu.Unlock()

@@ -11,6 +11,9 @@ import (
 	"github.com/rewind-cdp/rewind/ingest"
 )
 
+// overflowGap is the reason given for a gap opened by a full spool.
+const overflowGap = "spool full while the server was unreachable; changed blocks re-sent"
+
 // shipper sends the journal to the server, cuts crash-consistent points
 // when changes wait too long for a flush, and resynchronises what the
 // journal could not keep.
@@ -100,15 +103,19 @@ func (s *shipper) session(ctx context.Context) error {
 // loop ships journal records from seq from on, forever.
 func (s *shipper) loop(ctx context.Context, st *ingest.Stream, from uint64) error {
 	for {
-		if err := s.ship(ctx, st, from, false); err != nil {
+		overflowed := s.journal.overflowed()
+		// Before a resynchronisation, everything journaled goes into a point:
+		// the last exact one before the gap.
+		if err := s.ship(ctx, st, from, overflowed); err != nil {
 			return err
 		}
 		from = s.status.shippedSeq() + 1
-		if blocks, since, next, was := s.journal.takeOverflow(); was {
-			// The spool overflowed: everything journaled before it is now on
-			// the server. Re-send the blocks changed meanwhile, then the
-			// journal kept since.
-			s.status.gap(since, "spool full while the server was unreachable; changed blocks re-sent")
+		if overflowed {
+			// The spool overflowed: everything journaled before it is now in a
+			// point on the server. Re-send the blocks changed meanwhile, then
+			// the journal kept since.
+			blocks, since, next, _ := s.journal.takeOverflow()
+			s.status.gap(since, overflowGap)
 			s.status.set("resynchronising", "")
 			if err := st.Scan(ctx, s.src, blocks, 2, nil); err != nil {
 				s.rescan = true // the dirty list is gone: compare everything

@@ -50,9 +50,8 @@ func (k Kind) String() string {
 }
 
 const (
-	headerSize  = 40
-	maxRecord   = 64 << 20
-	segmentSize = 64 << 20
+	headerSize = 40
+	maxRecord  = 64 << 20
 )
 
 var (
@@ -84,6 +83,10 @@ type segment struct {
 type Spool struct {
 	dir   string
 	limit int64
+	// segSize is the size at which a new segment begins: an eighth of the
+	// limit (1–64 MiB), so acknowledged records are deleted, and space
+	// freed, long before the spool fills.
+	segSize int64
 
 	mu    sync.Mutex
 	segs  []segment // oldest first; the last is being appended to
@@ -100,7 +103,7 @@ func Open(dir string, limit int64) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool %s: %w", dir, err)
 	}
-	s := &Spool{dir: dir, limit: limit, next: 1}
+	s := &Spool{dir: dir, limit: limit, next: 1, segSize: min(max(limit/8, 1<<20), 64<<20)}
 	names, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
 	if err != nil {
 		return nil, err
@@ -239,7 +242,7 @@ func (s *Spool) Append(kind Kind, t time.Time, off, length int64, data []byte) (
 	if s.size+need > s.limit {
 		return 0, ErrFull
 	}
-	if s.cur == nil || s.segs[len(s.segs)-1].size+need > segmentSize {
+	if s.cur == nil || (s.segs[len(s.segs)-1].size > 0 && s.segs[len(s.segs)-1].size+need > s.segSize) {
 		if err := s.rotate(); err != nil {
 			s.err = err
 			return 0, err
