@@ -151,7 +151,7 @@ func (r *Repo) Restore(ctx context.Context, p catalog.Point, dst io.WriterAt, op
 		blk int64
 		ref catalog.ChunkRef
 	}
-	jobs := make(chan job, 4*workers)
+	jobs := make(chan job, mapWindow)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -196,22 +196,40 @@ func (r *Repo) Restore(ctx context.Context, p catalog.Point, dst io.WriterAt, op
 			}
 		}()
 	}
+	// Resolve the block map a window ahead of the workers.
 	total := pr.blocks()
-	refs := make([]catalog.ChunkRef, mapWindow)
-feed:
-	for first := int64(0); first < total; first += mapWindow {
-		n := min(int64(mapWindow), total-first)
-		if err := r.Catalog.BlockMap(ctx, p.VolumeID, p.ID, first, refs[:n]); err != nil {
-			cancel(err)
-			break
-		}
-		for i := range n {
+	windows := make(chan []job, 2)
+	go func() {
+		defer close(windows)
+		for first := int64(0); first < total; first += mapWindow {
+			n := min(int64(mapWindow), total-first)
+			refs := make([]catalog.ChunkRef, n)
+			if err := r.Catalog.BlockMap(ctx, p.VolumeID, p.ID, first, refs); err != nil {
+				cancel(err)
+				return
+			}
+			js := make([]job, n)
+			for i := range n {
+				js[i] = job{first + i, refs[i]}
+			}
 			select {
-			case jobs <- job{first + i, refs[i]}:
+			case windows <- js:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+feed:
+	for js := range windows {
+		for _, j := range js {
+			select {
+			case jobs <- j:
 			case <-ctx.Done():
 				break feed
 			}
 		}
+	}
+	for range windows { // let the resolver finish after a cancel
 	}
 	close(jobs)
 	wg.Wait()
