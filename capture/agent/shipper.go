@@ -191,6 +191,7 @@ func (s *shipper) ship(ctx context.Context, st *ingest.Stream, from uint64, cut 
 func (s *shipper) shipped(res ingest.WritesResult, recs []spool.Record) {
 	if len(recs) > 0 {
 		s.status.setShipped(recs[len(recs)-1].Seq)
+		s.status.sent(recs)
 	}
 	for _, p := range res.Points {
 		s.status.point(p)

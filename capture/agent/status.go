@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,6 +23,11 @@ type Status struct {
 	Mount       string           `json:"mount,omitempty"`
 	State       string           `json:"state"`
 	LagSeconds  float64          `json:"lag_seconds"`
+	// AckP50/AckP99: seconds from a write's completion to the server's
+	// acknowledgement of a durable point holding it, over the last 10,000
+	// writes acknowledged.
+	AckP50 float64 `json:"ack_p50_seconds"`
+	AckP99 float64 `json:"ack_p99_seconds"`
 	SpoolBytes  int64            `json:"spool_bytes"`
 	AckedSeq    uint64           `json:"acked_seq"`
 	JournalNext uint64           `json:"journal_next"`
@@ -48,6 +54,9 @@ type status struct {
 	s        Status
 	shipped  uint64
 	oldest   time.Time // oldest change not yet in a durable point
+	unacked  []sentRecord // shipped, not yet acknowledged, oldest first
+	lags     []float64    // ring of the last ackLags acknowledgement lags
+	lagNext  int
 	stopOnce sync.Once
 	stop     chan struct{}
 }
@@ -72,8 +81,25 @@ func newStatus(cfg Config, loop string, sp *spool.Spool) *status {
 	return st
 }
 
+type sentRecord struct {
+	seq uint64
+	t   time.Time
+}
+
+const ackLags = 10000
+
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+}
+
 func (st *status) write() {
 	st.mu.Lock()
+	lags := slices.Clone(st.lags)
+	slices.Sort(lags)
+	st.s.AckP50, st.s.AckP99 = percentile(lags, 0.50), percentile(lags, 0.99)
 	st.s.SpoolBytes = st.spool.Size()
 	st.s.JournalNext = st.spool.Next()
 	st.s.LagSeconds = 0
@@ -189,6 +215,18 @@ func (st *status) point(p ingest.PointRef) {
 	st.s.Points++
 }
 
+// sent notes records shipped, to measure how long each waits for its
+// acknowledgement.
+func (st *status) sent(recs []spool.Record) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, r := range recs {
+		if r.Kind != spool.Flush {
+			st.unacked = append(st.unacked, sentRecord{r.Seq, r.Time})
+		}
+	}
+}
+
 // ack records the server's acknowledgement; recs are the records just
 // sent, to find the oldest change still waiting.
 func (st *status) ack(acked uint64, recs []spool.Record, journalNext uint64) {
@@ -197,6 +235,18 @@ func (st *status) ack(acked uint64, recs []spool.Record, journalNext uint64) {
 	if acked > st.s.AckedSeq {
 		st.s.AckedSeq = acked
 	}
+	now := time.Now()
+	i := 0
+	for ; i < len(st.unacked) && st.unacked[i].seq <= acked; i++ {
+		lag := now.Sub(st.unacked[i].t).Seconds()
+		if len(st.lags) < ackLags {
+			st.lags = append(st.lags, lag)
+		} else {
+			st.lags[st.lagNext] = lag
+			st.lagNext = (st.lagNext + 1) % ackLags
+		}
+	}
+	st.unacked = st.unacked[i:]
 	if acked+1 >= journalNext {
 		st.oldest = time.Time{}
 		return

@@ -1,0 +1,242 @@
+// Command agentbench measures the continuous-capture agent on this
+// machine, in one run: the write overhead of the block shim against a
+// plain loop device (sequential `dd conv=fsync` throughput and 4 KiB
+// random synchronous write IOPS), and the recovery point objective under a
+// steady 20 MB/s of writes (p50/p99 of the time from a write's completion
+// to the server's acknowledgement). It needs root and /dev/fuse.
+//
+//	go run ./tools/agentbench [-size 1GiB] [-seconds 10] [-rpo-seconds 30]
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	size := flag.Int64("size", 1<<30, "volume size in bytes")
+	secs := flag.Int("seconds", 10, "seconds of random synchronous writes per device")
+	rpoSecs := flag.Int("rpo-seconds", 30, "seconds of steady 20 MB/s writes for the RPO measurement")
+	work := flag.String("work", "", "work directory (default a new temporary one, removed afterwards)")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fail("agentbench needs root (loop devices and a FUSE mount)")
+	}
+	dir := *work
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "agentbench-"); err != nil {
+			fail(err.Error())
+		}
+		defer os.RemoveAll(dir)
+	}
+	bin := filepath.Join(dir, "rewind")
+	must(exec.Command("go", "build", "-o", bin, "./cmd/rewind").Run(), "go build")
+	data := filepath.Join(dir, "data.bin")
+	writeRandom(data, 512<<20)
+
+	img := filepath.Join(dir, "plain.img")
+	mkImage(img, *size)
+	dev := strings.TrimSpace(output("losetup", "--find", "--show", img))
+	plainSeq := ddFsync(data, dev)
+	plainIOPS := randomSyncIOPS(dev, *size, time.Duration(*secs)*time.Second)
+	exec.Command("losetup", "--detach", dev).Run()
+	logf("plain loop device: %.0f MB/s sequential, %.0f IOPS", plainSeq, plainIOPS)
+
+	repo := filepath.Join(dir, "repo")
+	srv := exec.Command(bin, "server", "--repo", repo, "--listen", "127.0.0.1:7499")
+	srv.Stderr = logFile(dir, "server.log")
+	must(srv.Start(), "start server")
+	defer stop(srv)
+	time.Sleep(time.Second)
+	token := strings.TrimSpace(output(bin, "machine", "add", "bench", "--repo", repo))
+	img2 := filepath.Join(dir, "shim.img")
+	mkImage(img2, *size)
+	spool := filepath.Join(dir, "spool")
+	ag := exec.Command(bin, "agent", "protect", "--server", "https://127.0.0.1:7499", "--ca", filepath.Join(repo, "server.crt"),
+		"--token", token, "--machine", "bench", "--volume", "v", "--image", img2, "--spool", spool, "--spool-limit", fmt.Sprint(4<<30))
+	ag.Stderr = logFile(dir, "agent.log")
+	out, _ := ag.StdoutPipe()
+	must(ag.Start(), "start agent")
+	defer stop(ag)
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() {
+		fail("agent printed no loop device; see " + filepath.Join(dir, "agent.log"))
+	}
+	sdev := strings.TrimSpace(sc.Text())
+	waitStreaming(bin, spool)
+	shimSeq := ddFsync(data, sdev)
+	shimIOPS := randomSyncIOPS(sdev, *size, time.Duration(*secs)*time.Second)
+	logf("through the shim: %.0f MB/s sequential, %.0f IOPS", shimSeq, shimIOPS)
+
+	waitStreaming(bin, spool)
+	steady(sdev, 20e6, time.Duration(*rpoSecs)*time.Second)
+	time.Sleep(3 * time.Second) // the last writes are acknowledged
+	var st []struct {
+		P50 float64 `json:"ack_p50_seconds"`
+		P99 float64 `json:"ack_p99_seconds"`
+	}
+	json.Unmarshal([]byte(output(bin, "agent", "status", "--spool", spool, "--json")), &st)
+	if len(st) != 1 {
+		fail("no agent status")
+	}
+
+	fmt.Printf("\nBlock shim overhead (same run, %s volume image on %s):\n", human(*size), dir)
+	fmt.Printf("  %-34s %12s %12s %8s %s\n", "", "plain loop", "shim", "ratio", "target")
+	fmt.Printf("  %-34s %12.0f %12.0f %7.0f%% %s\n", "dd bs=1M conv=fsync, MB/s", plainSeq, shimSeq, 100*shimSeq/plainSeq, mark(shimSeq/plainSeq >= 0.6, ">= 60 %"))
+	fmt.Printf("  %-34s %12.0f %12.0f %7.0f%% %s\n", "4 KiB random O_DSYNC writes, IOPS", plainIOPS, shimIOPS, 100*shimIOPS/plainIOPS, mark(shimIOPS/plainIOPS >= 0.5, ">= 50 %"))
+	fmt.Printf("\nRPO under 20 MB/s of steady writes for %d s (write completion to server acknowledgement):\n", *rpoSecs)
+	fmt.Printf("  p50 %.3f s, p99 %.3f s  %s\n", st[0].P50, st[0].P99, mark(st[0].P99 <= 1, "p99 <= 1 s"))
+}
+
+func mark(ok bool, target string) string {
+	if ok {
+		return target + " met"
+	}
+	return target + " NOT met"
+}
+
+func logf(format string, a ...any) { fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", a...) }
+
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, "agentbench:", msg)
+	os.Exit(1)
+}
+
+func must(err error, what string) {
+	if err != nil {
+		fail(what + ": " + err.Error())
+	}
+}
+
+func output(name string, args ...string) string {
+	b, err := exec.Command(name, args...).Output()
+	must(err, name+" "+strings.Join(args, " "))
+	return string(b)
+}
+
+func logFile(dir, name string) *os.File {
+	f, err := os.Create(filepath.Join(dir, name))
+	must(err, "log file")
+	return f
+}
+
+// stop stops a child we started, by its PID.
+func stop(c *exec.Cmd) {
+	c.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		c.Process.Kill()
+		<-done
+	}
+}
+
+func mkImage(path string, size int64) {
+	f, err := os.Create(path)
+	must(err, "image")
+	must(f.Truncate(size), "image size")
+	f.Close()
+}
+
+func writeRandom(path string, n int64) {
+	f, err := os.Create(path)
+	must(err, "data file")
+	r := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 1<<20)
+	for ; n > 0; n -= int64(len(buf)) {
+		for i := 0; i < len(buf); i += 8 {
+			v := r.Uint64()
+			for k := range 8 {
+				buf[i+k] = byte(v >> (8 * k))
+			}
+		}
+		f.Write(buf)
+	}
+	f.Close()
+	exec.Command("cat", path).Run() // into the page cache
+}
+
+// ddFsync copies src onto dev with dd conv=fsync and returns MB/s.
+func ddFsync(src, dev string) float64 {
+	start := time.Now()
+	must(exec.Command("dd", "if="+src, "of="+dev, "bs=1M", "conv=fsync,notrunc", "status=none").Run(), "dd")
+	st, _ := os.Stat(src)
+	return float64(st.Size()) / 1e6 / time.Since(start).Seconds()
+}
+
+// randomSyncIOPS writes 4 KiB blocks at random aligned offsets with O_DSYNC.
+func randomSyncIOPS(dev string, size int64, d time.Duration) float64 {
+	f, err := os.OpenFile(dev, os.O_WRONLY|syscall.O_DSYNC, 0)
+	must(err, "open "+dev)
+	defer f.Close()
+	r := rand.New(rand.NewPCG(3, 4))
+	buf := make([]byte, 4096)
+	n := 0
+	start := time.Now()
+	for time.Since(start) < d {
+		buf[0] = byte(n)
+		if _, err := f.WriteAt(buf, r.Int64N(size/4096)*4096); err != nil {
+			fail("random write: " + err.Error())
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// steady writes rate bytes per second to dev in 1 MiB writes for d.
+func steady(dev string, rate float64, d time.Duration) {
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	must(err, "open "+dev)
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	r := rand.New(rand.NewPCG(5, 6))
+	interval := time.Duration(float64(len(buf)) / rate * float64(time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var off int64
+	for {
+		select {
+		case <-ctx.Done():
+			f.Sync()
+			return
+		case <-tick.C:
+			buf[0] = byte(r.Uint32())
+			f.WriteAt(buf, off%(512<<20))
+			off += int64(len(buf))
+		}
+	}
+}
+
+// waitStreaming waits until the agent has sent the volume and streams.
+func waitStreaming(bin, spool string) {
+	for range 600 {
+		var st []struct {
+			State string  `json:"state"`
+			Lag   float64 `json:"lag_seconds"`
+		}
+		b, _ := exec.Command(bin, "agent", "status", "--spool", spool, "--json").Output()
+		json.Unmarshal(b, &st)
+		if len(st) == 1 && st[0].State == "streaming" && st[0].Lag < 0.5 {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	fail("agent did not reach streaming")
+}
+
+func human(n int64) string { return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30)) }
