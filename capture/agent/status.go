@@ -16,18 +16,18 @@ import (
 // Status is what `rewind agent status` shows of one protected volume; the
 // agent rewrites it in <spool>/status.json every second.
 type Status struct {
-	Machine     string           `json:"machine"`
-	Volume      string           `json:"volume"`
-	Source      string           `json:"source"`
-	LoopDevice  string           `json:"loop_device"`
-	Mount       string           `json:"mount,omitempty"`
-	State       string           `json:"state"`
-	LagSeconds  float64          `json:"lag_seconds"`
+	Machine    string  `json:"machine"`
+	Volume     string  `json:"volume"`
+	Source     string  `json:"source"`
+	LoopDevice string  `json:"loop_device"`
+	Mount      string  `json:"mount,omitempty"`
+	State      string  `json:"state"`
+	LagSeconds float64 `json:"lag_seconds"`
 	// AckP50/AckP99: seconds from a write's completion to the server's
 	// acknowledgement of a durable point holding it, over the last 10,000
 	// writes acknowledged.
-	AckP50 float64 `json:"ack_p50_seconds"`
-	AckP99 float64 `json:"ack_p99_seconds"`
+	AckP50      float64          `json:"ack_p50_seconds"`
+	AckP99      float64          `json:"ack_p99_seconds"`
 	SpoolBytes  int64            `json:"spool_bytes"`
 	AckedSeq    uint64           `json:"acked_seq"`
 	JournalNext uint64           `json:"journal_next"`
@@ -53,7 +53,7 @@ type status struct {
 	mu       sync.Mutex
 	s        Status
 	shipped  uint64
-	oldest   time.Time // oldest change not yet in a durable point
+	oldest   time.Time    // oldest change not yet in a durable point
 	unacked  []sentRecord // shipped, not yet acknowledged, oldest first
 	lags     []float64    // ring of the last ackLags acknowledgement lags
 	lagNext  int

@@ -106,7 +106,9 @@ func mark(ok bool, target string) string {
 	return target + " NOT met"
 }
 
-func logf(format string, a ...any) { fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", a...) }
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", a...)
+}
 
 func fail(msg string) {
 	fmt.Fprintln(os.Stderr, "agentbench:", msg)
