@@ -97,11 +97,13 @@ func percentile(sorted []float64, p float64) float64 {
 
 func (st *status) write() {
 	st.mu.Lock()
+	if st.spool != nil {
+		st.s.SpoolBytes = st.spool.Size()
+		st.s.JournalNext = st.spool.Next()
+	}
 	lags := slices.Clone(st.lags)
 	slices.Sort(lags)
 	st.s.AckP50, st.s.AckP99 = percentile(lags, 0.50), percentile(lags, 0.99)
-	st.s.SpoolBytes = st.spool.Size()
-	st.s.JournalNext = st.spool.Next()
 	st.s.LagSeconds = 0
 	if !st.oldest.IsZero() {
 		st.s.LagSeconds = time.Since(st.oldest).Seconds()
@@ -182,6 +184,14 @@ func (st *status) changed(t time.Time) {
 	if st.oldest.IsZero() {
 		st.oldest = t
 	}
+}
+
+// scanned notes a scan point taken from a read that began at start:
+// changes since then are not yet protected.
+func (st *status) scanned(start time.Time) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.oldest = start
 }
 
 func (st *status) pendingSince() time.Time {

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -24,7 +27,7 @@ func newAgentCmd() *cobra.Command {
 			return usagef("agent needs a subcommand (protect, status)")
 		},
 	}
-	c.AddCommand(newAgentProtectCmd(), newAgentStatusCmd())
+	c.AddCommand(newAgentProtectCmd(), newAgentRunCmd(), newAgentStatusCmd())
 	return c
 }
 
@@ -32,6 +35,7 @@ func newAgentProtectCmd() *cobra.Command {
 	var cf clientFlags
 	var machine, volume, image, device, spoolDir, mount string
 	var spoolLimit, blockSize int64
+	var scanInterval time.Duration
 	c := &cobra.Command{
 		Use:   "protect",
 		Short: "Protect one volume through the block shim (Linux, root)",
@@ -52,9 +56,13 @@ gap, reported in rewind agent status). After an unclean stop the agent
 re-compares the whole volume with the server. Stop it with Ctrl-C or SIGTERM:
 it unmounts, detaches the loop device and keeps what it could not ship.
 
-Needs root and /dev/fuse.`,
+Needs root and /dev/fuse. For a volume nothing can shim (a device in use
+elsewhere, a snapshot), --scan-interval instead compares the whole volume with
+the server every interval and sends what changed: its recovery point is the
+interval, and it needs neither root nor FUSE.`,
 		Example: `  rewind agent protect --token "$TOKEN" --machine web1 --volume data --image /srv/data.img --mount /srv/data
-  rewind agent protect --token "$TOKEN" --machine db1 --volume sdb --device /dev/sdb`,
+  rewind agent protect --token "$TOKEN" --machine db1 --volume sdb --device /dev/sdb
+  rewind agent protect --token "$TOKEN" --machine old1 --volume sdc --device /dev/sdc --scan-interval 30s`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if machine == "" || volume == "" {
@@ -74,7 +82,10 @@ Needs root and /dev/fuse.`,
 			if spoolLimit < 1<<20 {
 				return usagef("--spool-limit must be at least 1 MiB")
 			}
-			if os.Geteuid() != 0 {
+			if scanInterval != 0 && (scanInterval < time.Second || mount != "") {
+				return usagef("--scan-interval must be at least 1s, and does not go with --mount")
+			}
+			if scanInterval == 0 && os.Geteuid() != 0 {
 				return fmt.Errorf("agent protect needs root (it mounts FUSE directly and attaches a loop device)")
 			}
 			src := firstOf(image, device)
@@ -91,10 +102,14 @@ Needs root and /dev/fuse.`,
 				spoolDir = agent.DefaultSpoolDir(machine, volume)
 			}
 			out := cmd.OutOrStdout()
-			return agent.Run(cmd.Context(), agent.Config{
+			cfg := agent.Config{
 				Client: client, Machine: machine, Volume: volume, Source: src, BlockSize: blockSize,
 				Spool: spoolDir, SpoolLimit: spoolLimit, Mount: mount,
-			}, func(loop string) { fmt.Fprintln(out, loop) })
+			}
+			if scanInterval != 0 {
+				return agent.RunScan(cmd.Context(), cfg, scanInterval)
+			}
+			return agent.Run(cmd.Context(), cfg, func(loop string) { fmt.Fprintln(out, loop) })
 		},
 	}
 	cf.add(c)
@@ -106,11 +121,96 @@ Needs root and /dev/fuse.`,
 	c.Flags().Int64Var(&spoolLimit, "spool-limit", 1<<30, "largest the spool may grow, in bytes, while the server is unreachable")
 	c.Flags().StringVar(&mount, "mount", "", "mount the volume's filesystem here")
 	c.Flags().Int64Var(&blockSize, "block-size", 0, "block size for a new volume (default 65536)")
+	c.Flags().DurationVar(&scanInterval, "scan-interval", 0, "instead of the shim, compare the whole volume with the server every interval (e.g. 30s)")
+	return c
+}
+
+func newAgentRunCmd() *cobra.Command {
+	var cfgPath string
+	c := &cobra.Command{
+		Use:   "run --config FILE",
+		Short: "Protect every volume of a configuration file, as a daemon",
+		Long: `Protect every volume listed in a TOML configuration file until stopped — the
+way to run the agent as a service (a systemd unit is in docs/rewind-agent.service).
+Prints "VOLUME LOOP-DEVICE" for each shim-protected volume once it is served.
+
+  server     = "https://backup.example:7420"
+  ca         = "/etc/rewind/server.crt"
+  token_file = "/etc/rewind/token"      # or token = "rwd_..."
+  machine    = "web1"
+
+  [[volume]]
+  name  = "data"
+  image = "/srv/data.img"               # or device = "/dev/sdb"
+  mount = "/srv/data"                   # optional
+  spool_limit = 1073741824              # optional, bytes (default 1 GiB)
+
+  [[volume]]
+  name = "legacy"
+  device = "/dev/sdc"
+  scan_interval = "30s"                 # compare every 30 s instead of the shim`,
+		Example: `  rewind agent run --config /etc/rewind/agent.toml`,
+		Args:    args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgPath == "" {
+				return usagef("--config is required")
+			}
+			fc, err := agent.LoadConfig(cfgPath)
+			if err != nil {
+				return usageError{err}
+			}
+			cf := clientFlags{server: fc.Server, token: fc.Token, ca: fc.CA}
+			client, err := cf.client()
+			if err != nil {
+				return err
+			}
+			for _, v := range fc.Volumes {
+				if v.Interval() == 0 && os.Geteuid() != 0 {
+					return fmt.Errorf("volume %s: shim protection needs root", v.Name)
+				}
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			out := cmd.OutOrStdout()
+			var mu sync.Mutex
+			errs := make(chan error, len(fc.Volumes))
+			for _, v := range fc.Volumes {
+				cfg := agent.Config{Client: client, Machine: fc.Machine, Volume: v.Name, Source: v.Source(), BlockSize: v.BlockSize,
+					Spool: v.Spool, SpoolLimit: v.SpoolLimit, Mount: v.Mount}
+				go func() {
+					var err error
+					if d := v.Interval(); d > 0 {
+						err = agent.RunScan(ctx, cfg, d)
+					} else {
+						err = agent.Run(ctx, cfg, func(loop string) {
+							mu.Lock()
+							fmt.Fprintf(out, "%s %s\n", v.Name, loop)
+							mu.Unlock()
+						})
+					}
+					if err != nil {
+						err = fmt.Errorf("volume %s: %w", v.Name, err)
+						cancel() // one volume failing stops the others cleanly
+					}
+					errs <- err
+				}()
+			}
+			var all []error
+			for range fc.Volumes {
+				if err := <-errs; err != nil {
+					all = append(all, err)
+				}
+			}
+			return errors.Join(all...)
+		},
+	}
+	c.Flags().StringVar(&cfgPath, "config", "", "TOML configuration file")
 	return c
 }
 
 func newAgentStatusCmd() *cobra.Command {
 	var spools []string
+	var cfgPath string
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "status",
@@ -125,6 +225,15 @@ agent writes into its spool directory every second.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dirs := spools
+			if cfgPath != "" {
+				fc, err := agent.LoadConfig(cfgPath)
+				if err != nil {
+					return usageError{err}
+				}
+				for _, v := range fc.Volumes {
+					dirs = append(dirs, v.Spool)
+				}
+			}
 			if len(dirs) == 0 {
 				dirs, _ = filepath.Glob(filepath.Join(filepath.Dir(agent.DefaultSpoolDir("m", "v")), "*"))
 			}
@@ -132,8 +241,8 @@ agent writes into its spool directory every second.`,
 			for _, d := range dirs {
 				b, err := os.ReadFile(filepath.Join(d, "status.json"))
 				if err != nil {
-					if len(spools) > 0 {
-						return fmt.Errorf("no agent status in %s", d)
+					if len(spools) > 0 || cfgPath != "" {
+						return fmt.Errorf("no agent status in %s (has the agent run?)", d)
 					}
 					continue
 				}
@@ -171,6 +280,7 @@ agent writes into its spool directory every second.`,
 		},
 	}
 	c.Flags().StringArrayVar(&spools, "spool", nil, "spool directory of an agent (repeatable; default all under /var/lib/rewind/agent)")
+	c.Flags().StringVar(&cfgPath, "config", "", "the volumes of this agent configuration file")
 	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
 	return c
 }
