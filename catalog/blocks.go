@@ -60,9 +60,12 @@ type Batch struct {
 	Kind  string
 	Label string
 	// On commit of a continuous-capture point: the agent's spool identity
-	// and the last journal record the point includes.
+	// and the last journal record the point includes; with Next, the
+	// volume's next pending point is opened in the same transaction (its id
+	// is stored in *Next).
 	StreamEpoch string
 	StreamSeq   uint64
+	Next        *int64
 }
 
 // Apply writes a batch in one transaction.
@@ -125,6 +128,14 @@ func (db *DB) Apply(ctx context.Context, b Batch) error {
 			}
 			if _, err := tx.ExecContext(ctx, `UPDATE volumes SET size = (SELECT size FROM points WHERE id = ?) WHERE id = ?`, b.PointID, b.VolumeID); err != nil {
 				return fmt.Errorf("commit point %d: %w", b.PointID, err)
+			}
+			if b.Next != nil {
+				res, err := tx.ExecContext(ctx, `INSERT INTO points(volume_id, time_ns, kind, label, size, state)
+					SELECT volume_id, ?, 'crash', '', size, 'pending' FROM points WHERE id = ?`, nowNS(), b.PointID)
+				if err != nil {
+					return fmt.Errorf("open the point after %d: %w", b.PointID, err)
+				}
+				*b.Next, _ = res.LastInsertId()
 			}
 			return nil
 		}

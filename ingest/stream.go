@@ -291,8 +291,9 @@ func (s *Server) cutPoint(ctx context.Context, sess *session, kind string, t tim
 	rows := sess.rows
 	sess.rows = nil
 	sess.mu.Unlock()
+	var nextID int64
 	b := catalog.Batch{VolumeID: sess.volume.ID, PointID: sess.point.ID, Blocks: rows, Progress: sess.nblocks,
-		Commit: true, Time: t, Kind: kind, StreamEpoch: sess.epoch, StreamSeq: seq}
+		Commit: true, Time: t, Kind: kind, StreamEpoch: sess.epoch, StreamSeq: seq, Next: &nextID}
 	sortRows(b.Blocks)
 	if err := s.store.Commit(ctx, b); err != nil {
 		sess.mu.Lock()
@@ -304,7 +305,7 @@ func (s *Server) cutPoint(ctx context.Context, sess *session, kind string, t tim
 	if err != nil {
 		return nil, err
 	}
-	next, _, err := s.repo.Catalog.BeginPoint(ctx, sess.volume.ID, sess.point.Size, "crash", "")
+	next, err := s.repo.Catalog.PendingPoint(ctx, nextID)
 	if err != nil {
 		return nil, err
 	}

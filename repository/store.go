@@ -120,13 +120,15 @@ func (s *Store) Commit(ctx context.Context, b catalog.Batch) error {
 
 	// Entries in a pack sealed meanwhile were synced by Seal; a pack still
 	// open is synced here, without holding up Put.
-	if w != nil {
+	if w != nil && w.DurableSize() < w.Size() {
 		if err := w.Sync(); err != nil && !w.Sealed() {
 			s.mu.Lock()
 			s.err = err // the disk lost writes: nothing more may be acknowledged
 			s.mu.Unlock()
 			return err
 		}
+	}
+	if w != nil && !w.Sealed() {
 		states = append(states, catalog.PackState{ID: id, State: catalog.PackOpen, Size: w.DurableSize()})
 	}
 	b.Chunks = append(chunks, b.Chunks...)

@@ -192,11 +192,15 @@ func (n *volumeNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, o
 	return uint32(w), 0
 }
 
+// Fsync makes the backing store and the journal durable, both at once.
 func (n *volumeNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
-	if err := n.shim.backing.Sync(); err != nil {
+	done := make(chan error, 1)
+	go func() { done <- n.shim.backing.Sync() }()
+	jerr := n.shim.journal.Flush(time.Now())
+	if err := <-done; err != nil {
 		return fs.ToErrno(err)
 	}
-	if err := n.shim.journal.Flush(time.Now()); err != nil {
+	if jerr != nil {
 		return syscall.EIO
 	}
 	return 0

@@ -46,7 +46,7 @@ func Create(path string, id uint64) (*Writer, error) {
 func (w *Writer) ID() uint64 { return w.id }
 
 // Size returns the number of bytes written so far.
-func (w *Writer) Size() int64 { return w.off }
+func (w *Writer) Size() int64 { return atomic.LoadInt64(&w.off) }
 
 // Entries returns how many entries the pack holds.
 func (w *Writer) Entries() int { return len(w.entries) }
