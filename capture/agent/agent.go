@@ -89,6 +89,12 @@ func writeState(dir string, st state) error {
 	return os.Rename(tmp, filepath.Join(dir, "state.json"))
 }
 
+func randomEpoch() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 // Run protects the volume until ctx ends. ready is told the loop device
 // once the volume is served.
 func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error) {
@@ -113,9 +119,7 @@ func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error
 	}
 	rescan := existed && !st.Clean
 	if !existed {
-		b := make([]byte, 12)
-		rand.Read(b)
-		st.Epoch = hex.EncodeToString(b)
+		st.Epoch = randomEpoch()
 	}
 	if rescan {
 		slog.Warn("the agent did not stop cleanly last time: the volume will be re-scanned against the server to close any gap", "volume", cfg.Volume)
@@ -204,8 +208,12 @@ func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error
 		errs = append(errs, err)
 	}
 	if j.err == nil && len(errs) == 0 {
-		st.Clean = !j.overflowed() // a dirty bitmap is not kept across runs: rescan next time
-		if err := writeState(cfg.Spool, st); err != nil {
+		cur, _, err := readState(cfg.Spool) // the shipper may have renewed the epoch
+		if err == nil {
+			cur.Clean = !j.overflowed() // a dirty bitmap is not kept across runs: rescan next time
+			err = writeState(cfg.Spool, cur)
+		}
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"sync"
@@ -30,6 +31,20 @@ type shipper struct {
 	mu       sync.Mutex
 	draining bool
 	idle     chan struct{} // closed when a drain finds nothing left to send
+}
+
+// newEpoch gives the spool a new identity, persisted in state.json.
+func (s *shipper) newEpoch() error {
+	st, _, err := readState(s.cfg.Spool)
+	if err != nil {
+		return err
+	}
+	st.Epoch = randomEpoch()
+	if err := writeState(s.cfg.Spool, st); err != nil {
+		return err
+	}
+	s.epoch = st.Epoch
+	return nil
 }
 
 // drain lets the shipper send what is journaled, for up to d.
@@ -72,6 +87,18 @@ func (s *shipper) session(ctx context.Context) error {
 		return err
 	}
 	s.status.connected()
+	if st.AckedSeq >= s.spool.Next() {
+		// The server holds records of this spool that the spool never
+		// wrote (it was replaced or restored): its numbering cannot be
+		// trusted. Start a new spool identity, which makes the server ask for
+		// the whole volume.
+		slog.Warn("the server knows journal records this spool does not have: starting a new spool identity and comparing the whole volume",
+			"server_acked", st.AckedSeq, "spool_next", s.spool.Next())
+		if err := s.newEpoch(); err != nil {
+			return err
+		}
+		return errors.New("spool identity renewed")
+	}
 	from := st.AckedSeq + 1
 	if st.NeedScan || s.rescan {
 		// Every change from now on is journaled; what the scan reads

@@ -126,10 +126,12 @@ func Open(dir string, limit int64) (*Spool, error) {
 		}
 		s.segs = append(s.segs, segment{first: first, path: n, size: good})
 		s.size += good
+		// Numbering continues after the last record, or from an empty
+		// segment's name (left by Reset): a seq is never used twice.
 		if last >= s.next {
 			s.next = last + 1
 		}
-		if good > 0 && first > s.next {
+		if first > s.next {
 			s.next = first
 		}
 	}
@@ -354,7 +356,9 @@ func (s *Spool) Reset() error {
 	}
 	s.segs, s.size, s.err = nil, 0, nil
 	s.acked = s.next - 1
-	return nil
+	// An empty segment named by the next seq keeps the numbering across a
+	// restart.
+	return s.rotate()
 }
 
 // Cursor reads records in order from some seq on, remembering where it

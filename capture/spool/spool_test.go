@@ -92,6 +92,27 @@ func TestLimitAndAck(t *testing.T) {
 	}
 }
 
+// Sequence numbers are never reused, also after a reset and a restart:
+// the server skips records whose seq it has already applied.
+func TestNumberingSurvivesResetAndReopen(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := Open(dir, 1<<20)
+	for range 5 {
+		s.Append(Write, time.Now(), 0, 0, []byte("x"))
+	}
+	if err := s.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2, err := Open(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq, _ := s2.Append(Write, time.Now(), 0, 0, []byte("y")); seq != 6 {
+		t.Fatalf("after reset and reopen the next record got seq %d, want 6", seq)
+	}
+}
+
 func FuzzOpen(f *testing.F) {
 	dir := f.TempDir()
 	s, _ := Open(dir, 1<<20)

@@ -724,3 +724,28 @@ func TestAgentSpoolOverflowResynchronises(t *testing.T) {
 		t.Logf("agent log:\n%s", a.logText())
 	}
 }
+
+// An agent stopped cleanly with everything acknowledged, then started
+// again, goes on capturing: journal numbering continues where it was.
+func TestAgentRestartAfterCleanStop(t *testing.T) {
+	testenv.NeedFUSE(t)
+	testenv.NeedTool(t, "losetup", "mount", "umount", "mkfs.ext4", "e2fsck")
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "repo")
+	s := h.StartServer(t, repo, "127.0.0.1:0")
+	tok := h.AddMachine(t, repo, "host")
+	img := filepath.Join(dir, "vol.img")
+	newExt4(t, img, 128<<20)
+	spoolDir := filepath.Join(dir, "spool")
+	mnt := filepath.Join(dir, "mnt")
+	r := rand.New(rand.NewPCG(5, 5))
+	var ms []moment
+	for run := range 3 {
+		a := startAgent(t, s, tok, "host", "v", img, spoolDir)
+		mountAt(t, "", a.loop, mnt, "noatime")
+		ms = append(ms, runMoments(t, mnt, r, []int{0, 9, 3}[run])...)
+		mustCmd(t, "umount", mnt)
+		a.stop(t)
+	}
+	checkMoments(t, repo, dir, "v", ms)
+}
