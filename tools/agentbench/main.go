@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,24 +51,25 @@ func main() {
 	dev := strings.TrimSpace(output("losetup", "--find", "--show", img))
 	plainSeq := ddFsync(data, dev)
 	plainIOPS := randomSyncIOPS(dev, *size, time.Duration(*secs)*time.Second)
-	exec.Command("losetup", "--detach", dev).Run()
+	must(exec.Command("losetup", "--detach", dev).Run(), "detach "+dev)
 	logf("plain loop device: %.0f MB/s sequential, %.0f IOPS", plainSeq, plainIOPS)
 
 	repo := filepath.Join(dir, "repo")
-	srv := exec.Command(bin, "server", "--repo", repo, "--listen", "127.0.0.1:7499")
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
+	srv := exec.Command(bin, "server", "--repo", repo, "--listen", addr)
 	srv.Stderr = logFile(dir, "server.log")
-	must(srv.Start(), "start server")
+	start(srv, "start server")
 	defer stop(srv)
 	time.Sleep(time.Second)
 	token := strings.TrimSpace(output(bin, "machine", "add", "bench", "--repo", repo))
 	img2 := filepath.Join(dir, "shim.img")
 	mkImage(img2, *size)
 	spool := filepath.Join(dir, "spool")
-	ag := exec.Command(bin, "agent", "protect", "--server", "https://127.0.0.1:7499", "--ca", filepath.Join(repo, "server.crt"),
+	ag := exec.Command(bin, "agent", "protect", "--server", "https://"+addr, "--ca", filepath.Join(repo, "server.crt"),
 		"--token", token, "--machine", "bench", "--volume", "v", "--image", img2, "--spool", spool, "--spool-limit", fmt.Sprint(4<<30))
 	ag.Stderr = logFile(dir, "agent.log")
 	out, _ := ag.StdoutPipe()
-	must(ag.Start(), "start agent")
+	start(ag, "start agent")
 	defer stop(ag)
 	sc := bufio.NewScanner(out)
 	if !sc.Scan() {
@@ -86,7 +88,7 @@ func main() {
 	ag = exec.Command(bin, ag.Args[1:]...)
 	ag.Stderr = logFile(dir, "agent2.log")
 	out, _ = ag.StdoutPipe()
-	must(ag.Start(), "restart agent")
+	start(ag, "restart agent")
 	defer stop(ag)
 	sc = bufio.NewScanner(out)
 	if !sc.Scan() {
@@ -124,9 +126,29 @@ func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", a...)
 }
 
+// children are the processes this run started; fail stops them.
+var children []*exec.Cmd
+
 func fail(msg string) {
 	fmt.Fprintln(os.Stderr, "agentbench:", msg)
+	for i := len(children) - 1; i >= 0; i-- {
+		stop(children[i])
+	}
 	os.Exit(1)
+}
+
+// start starts a child and remembers it.
+func start(c *exec.Cmd, what string) {
+	must(c.Start(), what)
+	children = append(children, c)
+}
+
+// freePort returns a loopback port nothing listens on.
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err, "free port")
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 func must(err error, what string) {
@@ -147,8 +169,11 @@ func logFile(dir, name string) *os.File {
 	return f
 }
 
-// stop stops a child we started, by its PID.
+// stop stops a child we started, by its PID (once).
 func stop(c *exec.Cmd) {
+	if c.ProcessState != nil {
+		return
+	}
 	c.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { c.Wait(); close(done) }()
