@@ -249,6 +249,17 @@ type batchWork struct {
 	zero []byte
 }
 
+// entry is how block blk with data b is offered: as zeros, or by hash.
+func (w *batchWork) entry(blk int64, b []byte) offerEntry {
+	if len(w.zero) < len(b) {
+		w.zero = make([]byte, len(b))
+	}
+	if bytes.Equal(b, w.zero[:len(b)]) {
+		return offerEntry{Blk: blk, Zero: true}
+	}
+	return offerEntry{Blk: blk, Hash: pack.SumBlock(b)}
+}
+
 type batchCount struct{ read, sentBlocks int64 }
 
 func (c *Client) sendBatch(ctx context.Context, session string, opt BackupOptions, bs, first, end int64, w *batchWork) (batchCount, error) {
@@ -263,20 +274,10 @@ func (c *Client) sendBatch(ctx context.Context, session string, opt BackupOption
 		return n, fmt.Errorf("read source at offset %d: %w", off+int64(got), err)
 	}
 	n.read = length
-	if int64(len(w.zero)) < bs {
-		w.zero = make([]byte, bs)
-	}
 	o := offer{First: first, End: end}
 	block := func(i int64) []byte { return data[(i-first)*bs : min((i-first+1)*bs, length)] }
 	for i := first; i < end; i++ {
-		b := block(i)
-		e := offerEntry{Blk: i}
-		if bytes.Equal(b, w.zero[:len(b)]) {
-			e.Zero = true
-		} else {
-			e.Hash = pack.SumBlock(b)
-		}
-		o.Entries = append(o.Entries, e)
+		o.Entries = append(o.Entries, w.entry(i, block(i)))
 	}
 	return c.offerAndSend(ctx, session, o, block, n)
 }
@@ -285,9 +286,6 @@ func (c *Client) sendBatch(ctx context.Context, session string, opt BackupOption
 // maxOffer block numbers) and sends those the server lacks.
 func (c *Client) sendSparse(ctx context.Context, session string, opt BackupOptions, bs int64, list []int64, w *batchWork) (batchCount, error) {
 	var n batchCount
-	if int64(len(w.zero)) < bs {
-		w.zero = make([]byte, bs)
-	}
 	if int64(cap(w.data)) < int64(len(list))*bs {
 		w.data = make([]byte, int64(len(list))*bs)
 	}
@@ -301,13 +299,7 @@ func (c *Client) sendSparse(ctx context.Context, session string, opt BackupOptio
 		}
 		n.read += length
 		data[blk] = b
-		e := offerEntry{Blk: blk}
-		if bytes.Equal(b, w.zero[:len(b)]) {
-			e.Zero = true
-		} else {
-			e.Hash = pack.SumBlock(b)
-		}
-		o.Entries = append(o.Entries, e)
+		o.Entries = append(o.Entries, w.entry(blk, b))
 	}
 	return c.offerAndSend(ctx, session, o, func(blk int64) []byte { return data[blk] }, n)
 }

@@ -30,14 +30,14 @@ type agentProc struct {
 	log   *os.File
 }
 
-func startAgent(t *testing.T, s *h.Server, token, machine, volume, image, spool string) *agentProc {
+func startAgent(t *testing.T, s *h.Server, token, machine, volume, image, spool string, extra ...string) *agentProc {
 	t.Helper()
 	logf, err := os.Create(filepath.Join(t.TempDir(), "agent.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(h.Binary(t), "agent", "protect", "--server", s.URL, "--ca", s.CA, "--token", token,
-		"--machine", machine, "--volume", volume, "--image", image, "--spool", spool)
+	cmd := exec.Command(h.Binary(t), append([]string{"agent", "protect", "--server", s.URL, "--ca", s.CA, "--token", token,
+		"--machine", machine, "--volume", volume, "--image", image, "--spool", spool}, extra...)...)
 	cmd.Stderr = logf
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
@@ -660,22 +660,7 @@ func TestAgentSpoolOverflowResynchronises(t *testing.T) {
 	img := filepath.Join(dir, "vol.img")
 	newExt4(t, img, 512<<20)
 	spoolDir := filepath.Join(dir, "spool")
-	cmd := exec.Command(h.Binary(t), "agent", "protect", "--server", s.URL, "--ca", s.CA, "--token", tok,
-		"--machine", "host", "--volume", "v", "--image", img, "--spool", spoolDir, "--spool-limit", "8388608")
-	logf, _ := os.Create(filepath.Join(dir, "agent.log"))
-	cmd.Stderr = logf
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	a := &agentProc{cmd: cmd, spool: spoolDir, done: make(chan struct{}), log: logf}
-	go func() { cmd.Wait(); close(a.done) }()
-	t.Cleanup(func() { a.stop(t) })
-	sc := bufio.NewScanner(out)
-	if !sc.Scan() {
-		t.Fatalf("agent printed no loop device:\n%s", a.logText())
-	}
-	a.loop = strings.TrimSpace(sc.Text())
+	a := startAgent(t, s, tok, "host", "v", img, spoolDir, "--spool-limit", "8388608")
 	mnt := filepath.Join(dir, "mnt")
 	mountAt(t, "", a.loop, mnt, "noatime")
 	r := rand.New(rand.NewPCG(4, 4))
