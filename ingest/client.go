@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -175,6 +176,14 @@ func retryable(err error) bool {
 	var se *ServerError
 	if errors.As(err, &se) {
 		return se.Status >= 500 || se.Status == http.StatusNotFound
+	}
+	// A certificate that does not verify is a configuration error (wrong
+	// --ca, wrong server): waiting will not fix it.
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &hn) {
+		return false
 	}
 	var ne net.Error
 	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||

@@ -3,10 +3,12 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/rewind-cdp/rewind/repository/pack"
@@ -125,4 +127,19 @@ func FuzzProtocolDecoding(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A server whose certificate does not verify is a configuration error:
+// the client fails at once instead of retrying.
+func TestUntrustedServerFailsAtOnce(t *testing.T) {
+	_, repo, url, _ := testServer(t, true)
+	tok := addMachine(t, repo, "m")
+	c, _ := NewClient(url, tok, &tls.Config{}) // system roots: the test server's certificate is unknown
+	res, err := c.Backup(context.Background(), BackupOptions{Machine: "m", Volume: "v", Source: bytes.NewReader(make([]byte, 4096)), Size: 4096})
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("backup to an untrusted server: %v", err)
+	}
+	if res.Retries != 0 {
+		t.Fatalf("the client retried a certificate error %d times", res.Retries)
+	}
 }
