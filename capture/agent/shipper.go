@@ -185,6 +185,7 @@ func (s *shipper) ship(ctx context.Context, st *ingest.Stream, from uint64, cut 
 			return err
 		}
 		if len(recs) == 0 {
+			s.status.drained()
 			break
 		}
 		out := make([]ingest.StreamRecord, len(recs))
@@ -197,20 +198,39 @@ func (s *shipper) ship(ctx context.Context, st *ingest.Stream, from uint64, cut 
 		}
 		last = recs[len(recs)-1]
 		s.shipped(res, recs)
+		// Under a steady stream the journal may never run dry: a change that
+		// has waited CutAfter is put in a point now.
+		if s.cutDue() {
+			if err := s.cut(ctx, st, last.Time); err != nil {
+				return err
+			}
+		}
 	}
-	pending := s.status.pendingSince()
-	due := !pending.IsZero() && time.Since(pending) >= s.cfg.CutAfter && s.status.shippedSeq() > s.status.acked()
-	if cut || due {
+	if cut || s.cutDue() {
 		t := last.Time
 		if t.IsZero() {
 			t = time.Now()
 		}
-		res, err := st.Send(ctx, []ingest.StreamRecord{{Kind: ingest.RecordCut, Seq: s.status.shippedSeq(), Time: t}})
-		if err != nil {
-			return err
-		}
-		s.shipped(res, nil)
+		return s.cut(ctx, st, t)
 	}
+	return nil
+}
+
+// cutDue reports whether a change shipped but not in a point has waited
+// CutAfter.
+func (s *shipper) cutDue() bool {
+	pending := s.status.pendingSince()
+	return !pending.IsZero() && time.Since(pending) >= s.cfg.CutAfter && s.status.shippedSeq() > s.status.acked()
+}
+
+// cut asks the server for a crash-consistent point holding everything
+// shipped, at time t.
+func (s *shipper) cut(ctx context.Context, st *ingest.Stream, t time.Time) error {
+	res, err := st.Send(ctx, []ingest.StreamRecord{{Kind: ingest.RecordCut, Seq: s.status.shippedSeq(), Time: t}})
+	if err != nil {
+		return err
+	}
+	s.shipped(res, nil)
 	return nil
 }
 
@@ -227,6 +247,6 @@ func (s *shipper) shipped(res ingest.WritesResult, recs []spool.Record) {
 		if err := s.spool.Ack(res.Acked); err != nil {
 			slog.Warn("dropping acknowledged journal records failed", "err", err)
 		}
-		s.status.ack(res.Acked, recs, s.spool.Next())
+		s.status.ack(res.Acked)
 	}
 }

@@ -50,15 +50,15 @@ type status struct {
 	dir   string
 	spool *spool.Spool
 
-	mu       sync.Mutex
-	s        Status
-	shipped  uint64
-	oldest   time.Time    // oldest change not yet in a durable point
-	unacked  []sentRecord // shipped, not yet acknowledged, oldest first
-	lags     []float64    // ring of the last ackLags acknowledgement lags
-	lagNext  int
-	stopOnce sync.Once
-	stop     chan struct{}
+	mu        sync.Mutex
+	s         Status
+	shipped   uint64
+	unshipped time.Time    // oldest change journaled but not yet shipped
+	unacked   []sentRecord // shipped, not yet acknowledged, oldest first
+	lags      []float64    // ring of the last ackLags acknowledgement lags
+	lagNext   int
+	stopOnce  sync.Once
+	stop      chan struct{}
 }
 
 func newStatus(cfg Config, loop string, sp *spool.Spool) *status {
@@ -105,8 +105,8 @@ func (st *status) write() {
 	slices.Sort(lags)
 	st.s.AckP50, st.s.AckP99 = percentile(lags, 0.50), percentile(lags, 0.99)
 	st.s.LagSeconds = 0
-	if !st.oldest.IsZero() {
-		st.s.LagSeconds = time.Since(st.oldest).Seconds()
+	if p := st.pendingLocked(); !p.IsZero() {
+		st.s.LagSeconds = time.Since(p).Seconds()
 	}
 	st.s.Updated = time.Now().UTC()
 	b, _ := json.MarshalIndent(st.s, "", "  ")
@@ -181,9 +181,16 @@ func (st *status) closeGaps(at time.Time) {
 func (st *status) changed(t time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.oldest.IsZero() {
-		st.oldest = t
+	if st.unshipped.IsZero() {
+		st.unshipped = t
 	}
+}
+
+// drained notes that everything journaled so far has been shipped.
+func (st *status) drained() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.unshipped = time.Time{}
 }
 
 // scanned notes a scan point taken from a read that began at start:
@@ -191,13 +198,23 @@ func (st *status) changed(t time.Time) {
 func (st *status) scanned(start time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.oldest = start
+	st.unshipped = start
 }
 
+// pendingSince is the time of the oldest change not yet in a durable point
+// (zero when there is none).
 func (st *status) pendingSince() time.Time {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.oldest
+	return st.pendingLocked()
+}
+
+func (st *status) pendingLocked() time.Time {
+	p := st.unshipped
+	if len(st.unacked) > 0 && (p.IsZero() || st.unacked[0].t.Before(p)) {
+		p = st.unacked[0].t
+	}
+	return p
 }
 
 func (st *status) shippedSeq() uint64 {
@@ -237,9 +254,8 @@ func (st *status) sent(recs []spool.Record) {
 	}
 }
 
-// ack records the server's acknowledgement; recs are the records just
-// sent, to find the oldest change still waiting.
-func (st *status) ack(acked uint64, recs []spool.Record, journalNext uint64) {
+// ack records the server's acknowledgement of every record up to acked.
+func (st *status) ack(acked uint64) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if acked > st.s.AckedSeq {
@@ -257,14 +273,4 @@ func (st *status) ack(acked uint64, recs []spool.Record, journalNext uint64) {
 		}
 	}
 	st.unacked = st.unacked[i:]
-	if acked+1 >= journalNext {
-		st.oldest = time.Time{}
-		return
-	}
-	for _, r := range recs {
-		if r.Seq > acked {
-			st.oldest = r.Time
-			return
-		}
-	}
 }
