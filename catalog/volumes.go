@@ -37,36 +37,6 @@ func (db *DB) Volume(ctx context.Context, machine, volume string) (Volume, error
 	return v, nil
 }
 
-// VolumeByID finds a volume by id.
-func (db *DB) VolumeByID(ctx context.Context, id int64) (Volume, error) {
-	v, err := scanVolume(db.r.QueryRowContext(ctx, `SELECT `+volumeCols+` WHERE v.id = ?`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return Volume{}, fmt.Errorf("volume %d: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return Volume{}, fmt.Errorf("look up volume %d: %w", id, err)
-	}
-	return v, nil
-}
-
-// Volumes lists every volume, by machine then name.
-func (db *DB) Volumes(ctx context.Context) ([]Volume, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT `+volumeCols+` ORDER BY m.name, v.name`)
-	if err != nil {
-		return nil, fmt.Errorf("list volumes: %w", err)
-	}
-	defer rows.Close()
-	var out []Volume
-	for rows.Next() {
-		v, err := scanVolume(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list volumes: %w", err)
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
-}
-
 // EnsureVolume returns the machine's volume of that name, creating it with
 // the given size and block size when it does not exist yet. An existing
 // volume keeps its block size.

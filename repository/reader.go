@@ -35,9 +35,6 @@ func (r *Repo) OpenPoint(p catalog.Point) *PointReader {
 // Size is the volume's size at the point.
 func (pr *PointReader) Size() int64 { return pr.point.Size }
 
-// Point is the point being read.
-func (pr *PointReader) Point() catalog.Point { return pr.point }
-
 func (pr *PointReader) blocks() int64 {
 	return (pr.point.Size + pr.point.BlockSize - 1) / pr.point.BlockSize
 }

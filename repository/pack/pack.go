@@ -22,7 +22,6 @@ package pack
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 )
@@ -91,12 +90,6 @@ type FormatError struct {
 
 func (e *FormatError) Error() string {
 	return fmt.Sprintf("pack %s: offset %d: %s", e.Pack, e.Offset, e.Msg)
-}
-
-// IsDamage reports whether err is (or wraps) a FormatError.
-func IsDamage(err error) bool {
-	var fe *FormatError
-	return errors.As(err, &fe)
 }
 
 func crc(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }

@@ -3,6 +3,7 @@ package pack
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -126,7 +127,8 @@ func TestFlippedByteIsDetected(t *testing.T) {
 	os.WriteFile(p, raw, 0o644)
 	r := openReader(t, p)
 	_, _, err := r.ReadEntry(entries[1].Offset, entries[1].CLen, nil)
-	if !IsDamage(err) {
+	var fe *FormatError
+	if !errors.As(err, &fe) {
 		t.Fatalf("flipped data byte: err %v, want damage", err)
 	}
 	if _, _, err := r.ReadEntry(entries[0].Offset, entries[0].CLen, nil); err != nil {

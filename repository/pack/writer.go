@@ -42,14 +42,8 @@ func Create(path string, id uint64) (*Writer, error) {
 	return w, nil
 }
 
-// ID returns the pack id written in the header.
-func (w *Writer) ID() uint64 { return w.id }
-
 // Size returns the number of bytes written so far.
 func (w *Writer) Size() int64 { return atomic.LoadInt64(&w.off) }
-
-// Entries returns how many entries the pack holds.
-func (w *Writer) Entries() int { return len(w.entries) }
 
 func (w *Writer) write(b []byte) {
 	if w.err != nil {
@@ -160,14 +154,6 @@ func (w *Writer) verify(idx []byte) error {
 		return fmt.Errorf("verify pack %s: index read back differs from the one written", w.name)
 	}
 	return nil
-}
-
-// Abort closes and removes an unfinished pack.
-func (w *Writer) Abort() error {
-	if !w.sealed.Swap(true) {
-		w.f.Close()
-	}
-	return os.Remove(w.name)
 }
 
 // Recover seals a pack left open by a crash: it checks every entry up to
