@@ -608,20 +608,40 @@ func newExt4(t *testing.T, path string, size int64) {
 	mustCmd(t, "mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", path)
 }
 
-// The server stopped for 60 s during the workload: the spool keeps every
-// change, and after the restart every moment inside the outage is exact.
-func TestAgentOutageKeepsEveryMoment(t *testing.T) {
+// agentSetup is a server with machine "host" and an ext4 volume image.
+type agentSetup struct {
+	dir, repo, img, spool, mnt string
+	server                     *h.Server
+	token                      string
+}
+
+func newAgentSetup(t *testing.T, size int64) agentSetup {
+	t.Helper()
 	testenv.NeedFUSE(t)
 	testenv.NeedTool(t, "losetup", "mount", "umount", "mkfs.ext4", "e2fsck")
 	dir := t.TempDir()
-	repo := filepath.Join(dir, "repo")
-	s := h.StartServer(t, repo, "127.0.0.1:0")
-	tok := h.AddMachine(t, repo, "host")
-	img := filepath.Join(dir, "vol.img")
-	newExt4(t, img, 512<<20)
-	a := startAgent(t, s, tok, "host", "v", img, filepath.Join(dir, "spool"))
-	mnt := filepath.Join(dir, "mnt")
-	mountAt(t, "", a.loop, mnt, "noatime")
+	a := agentSetup{dir: dir, repo: filepath.Join(dir, "repo"), img: filepath.Join(dir, "vol.img"),
+		spool: filepath.Join(dir, "spool"), mnt: filepath.Join(dir, "mnt")}
+	a.server = h.StartServer(t, a.repo, "127.0.0.1:0")
+	a.token = h.AddMachine(t, a.repo, "host")
+	newExt4(t, a.img, size)
+	return a
+}
+
+// protect starts an agent on the volume and mounts its filesystem.
+func (a agentSetup) protect(t *testing.T, extra ...string) *agentProc {
+	t.Helper()
+	p := startAgent(t, a.server, a.token, "host", "v", a.img, a.spool, extra...)
+	mountAt(t, "", p.loop, a.mnt, "noatime")
+	return p
+}
+
+// The server stopped for 60 s during the workload: the spool keeps every
+// change, and after the restart every moment inside the outage is exact.
+func TestAgentOutageKeepsEveryMoment(t *testing.T) {
+	e := newAgentSetup(t, 512<<20)
+	s, repo, dir, mnt := e.server, e.repo, e.dir, e.mnt
+	a := e.protect(t)
 	r := rand.New(rand.NewPCG(3, 3))
 	ms := runMoments(t, mnt, r, 0)
 
@@ -636,7 +656,7 @@ func TestAgentOutageKeepsEveryMoment(t *testing.T) {
 		LagSeconds float64 `json:"lag_seconds"`
 		SpoolBytes int64   `json:"spool_bytes"`
 	}
-	json.Unmarshal([]byte(h.MustRun(t, nil, "agent", "status", "--spool", filepath.Join(dir, "spool"), "--json").Stdout), &st)
+	json.Unmarshal([]byte(h.MustRun(t, nil, "agent", "status", "--spool", e.spool, "--json").Stdout), &st)
 	if len(st) != 1 || st[0].State != "outage" || st[0].LagSeconds < 30 || st[0].SpoolBytes < 100<<20 {
 		t.Errorf("during the outage agent status says %+v; want outage, lag ≥ 30 s, the changes in the spool", st)
 	}
@@ -651,18 +671,9 @@ func TestAgentOutageKeepsEveryMoment(t *testing.T) {
 // changed blocks, reports the gap, re-sends those blocks when the server is
 // back, and is exact again from then on.
 func TestAgentSpoolOverflowResynchronises(t *testing.T) {
-	testenv.NeedFUSE(t)
-	testenv.NeedTool(t, "losetup", "mount", "umount", "mkfs.ext4", "e2fsck")
-	dir := t.TempDir()
-	repo := filepath.Join(dir, "repo")
-	s := h.StartServer(t, repo, "127.0.0.1:0")
-	tok := h.AddMachine(t, repo, "host")
-	img := filepath.Join(dir, "vol.img")
-	newExt4(t, img, 512<<20)
-	spoolDir := filepath.Join(dir, "spool")
-	a := startAgent(t, s, tok, "host", "v", img, spoolDir, "--spool-limit", "8388608")
-	mnt := filepath.Join(dir, "mnt")
-	mountAt(t, "", a.loop, mnt, "noatime")
+	e := newAgentSetup(t, 512<<20)
+	s, repo, dir, mnt, spoolDir := e.server, e.repo, e.dir, e.mnt, e.spool
+	a := e.protect(t, "--spool-limit", "8388608")
 	r := rand.New(rand.NewPCG(4, 4))
 	ms := runMoments(t, mnt, r, 0)
 
@@ -713,24 +724,14 @@ func TestAgentSpoolOverflowResynchronises(t *testing.T) {
 // An agent stopped cleanly with everything acknowledged, then started
 // again, goes on capturing: journal numbering continues where it was.
 func TestAgentRestartAfterCleanStop(t *testing.T) {
-	testenv.NeedFUSE(t)
-	testenv.NeedTool(t, "losetup", "mount", "umount", "mkfs.ext4", "e2fsck")
-	dir := t.TempDir()
-	repo := filepath.Join(dir, "repo")
-	s := h.StartServer(t, repo, "127.0.0.1:0")
-	tok := h.AddMachine(t, repo, "host")
-	img := filepath.Join(dir, "vol.img")
-	newExt4(t, img, 128<<20)
-	spoolDir := filepath.Join(dir, "spool")
-	mnt := filepath.Join(dir, "mnt")
+	e := newAgentSetup(t, 128<<20)
 	r := rand.New(rand.NewPCG(5, 5))
 	var ms []moment
 	for run := range 3 {
-		a := startAgent(t, s, tok, "host", "v", img, spoolDir)
-		mountAt(t, "", a.loop, mnt, "noatime")
-		ms = append(ms, runMoments(t, mnt, r, []int{0, 9, 3}[run])...)
-		mustCmd(t, "umount", mnt)
+		a := e.protect(t)
+		ms = append(ms, runMoments(t, e.mnt, r, []int{0, 9, 3}[run])...)
+		mustCmd(t, "umount", e.mnt)
 		a.stop(t)
 	}
-	checkMoments(t, repo, dir, "v", ms)
+	checkMoments(t, e.repo, e.dir, "v", ms)
 }
