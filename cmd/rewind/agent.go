@@ -46,9 +46,10 @@ volume from then on (with --mount the agent mounts its filesystem for you).
 
 Every write, discard and flush reaching the loop device is time-stamped and
 journaled in a local spool before it returns, and shipped to the server by a
-separate goroutine: a flush becomes a point, and changes waiting more than a
-second for a flush are cut into a crash-consistent point. The first run sends
-the whole volume while new writes are already captured.
+separate goroutine: a flush becomes a point, and changes waiting half a second
+for a flush are cut into a crash-consistent point, so every change is on the
+server within a second. The first run sends the whole volume while new writes
+are already captured.
 
 If the server is unreachable the spool grows up to --spool-limit; past it the
 agent remembers changed blocks and re-sends them when the server is back (a
