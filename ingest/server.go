@@ -286,9 +286,12 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 		// the last point: store those first, so the scan's rows come later
 		// and win.
 		sess.streamMu.Lock()
-		err := s.storeWork(ctx, sess)
-		if err == nil {
-			_, err = s.flush(ctx, sess, false) // so the comparison below sees them
+		var err error
+		if len(sess.work) > 0 {
+			err = s.storeWork(ctx, sess)
+			if err == nil {
+				_, err = s.flush(ctx, sess, false) // so the comparison below sees them
+			}
 		}
 		sess.streamMu.Unlock()
 		if err != nil {
