@@ -134,8 +134,9 @@ func (st *Stream) Send(ctx context.Context, recs []StreamRecord) (WritesResult, 
 
 // Record kinds for StreamRecord.Kind.
 const (
-	RecordWrite   = recWrite
-	RecordDiscard = recDiscard
-	RecordFlush   = recFlush
-	RecordCut     = recCut
+	RecordWrite    = recWrite
+	RecordDiscard  = recDiscard
+	RecordFlush    = recFlush
+	RecordCut      = recCut
+	RecordBookmark = recBookmark
 )

@@ -70,10 +70,13 @@ type commitRequest struct {
 	Label string `json:"label,omitempty"`
 }
 
-// PointRef names a stored point.
+// PointRef names a stored point. In answers to journal records it also
+// carries the point's kind and the last record it includes.
 type PointRef struct {
 	ID   int64     `json:"id"`
 	Time time.Time `json:"time"`
+	Kind string    `json:"kind,omitempty"`
+	Seq  uint64    `json:"seq,omitempty"`
 }
 
 type commitResponse struct {

@@ -35,10 +35,11 @@ import (
 
 // Stream record kinds on the wire; the first three match the spool's.
 const (
-	recWrite   = 1
-	recDiscard = 2
-	recFlush   = 3
-	recCut     = 4 // protocol only: cut a crash-consistent point here
+	recWrite    = 1
+	recDiscard  = 2
+	recFlush    = 3
+	recCut      = 4 // protocol only: cut a crash-consistent point here
+	recBookmark = 5 // an application-consistent point; Data is its label
 )
 
 const recordHeaderSize = 1 + 8 + 8 + 8 + 4
@@ -63,7 +64,7 @@ func appendRecord(b []byte, r StreamRecord) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(r.Time.UnixNano()))
 	b = binary.LittleEndian.AppendUint64(b, uint64(r.Offset))
 	b = binary.LittleEndian.AppendUint32(b, uint32(r.Length))
-	if r.Kind == recWrite {
+	if r.Kind == recWrite || r.Kind == recBookmark {
 		b = append(b, r.Data...)
 	}
 	return b
@@ -84,13 +85,14 @@ func readRecord(rd io.Reader, maxData int64) (StreamRecord, error) {
 		Offset: int64(binary.LittleEndian.Uint64(h[17:])),
 		Length: int64(binary.LittleEndian.Uint32(h[25:])),
 	}
-	if r.Kind < recWrite || r.Kind > recCut {
+	if r.Kind < recWrite || r.Kind > recBookmark {
 		return r, fmt.Errorf("writes: record %d has unknown kind %d", r.Seq, r.Kind)
 	}
-	if r.Offset < 0 || r.Length < 0 || (r.Kind == recWrite && r.Length > maxData) {
+	hasData := r.Kind == recWrite || r.Kind == recBookmark
+	if r.Offset < 0 || r.Length < 0 || (hasData && r.Length > maxData) || (r.Kind == recBookmark && r.Length > 1024) {
 		return r, fmt.Errorf("writes: record %d has bad extent %d+%d", r.Seq, r.Offset, r.Length)
 	}
-	if r.Kind == recWrite {
+	if hasData {
 		r.Data = make([]byte, r.Length)
 		if _, err := io.ReadFull(rd, r.Data); err != nil {
 			return r, fmt.Errorf("writes: record %d: %w", r.Seq, err)
@@ -210,14 +212,18 @@ func (s *Server) applyRecord(ctx context.Context, sess *session, rec StreamRecor
 			}
 		}
 		return nil, nil
-	default: // flush or cut
-		kind := catalog.KindFlush
-		if rec.Kind == recCut {
+	default: // flush, bookmark or cut
+		kind, label := catalog.KindFlush, ""
+		switch rec.Kind {
+		case recCut:
 			kind = "crash"
-		} else {
+		case recBookmark:
+			kind, label = catalog.KindBookmark, string(rec.Data)
+			sess.applied = rec.Seq
+		default:
 			sess.applied = rec.Seq
 		}
-		return s.cutPoint(ctx, sess, kind, rec.Time, rec.Seq)
+		return s.cutPoint(ctx, sess, kind, label, rec.Time, rec.Seq)
 	}
 }
 
@@ -280,7 +286,7 @@ func (s *Server) storeWork(ctx context.Context, sess *session) error {
 
 // cutPoint commits the pending point of a stream session and opens the
 // next one.
-func (s *Server) cutPoint(ctx context.Context, sess *session, kind string, t time.Time, seq uint64) (*PointRef, error) {
+func (s *Server) cutPoint(ctx context.Context, sess *session, kind, label string, t time.Time, seq uint64) (*PointRef, error) {
 	if !sess.seeded && sess.progress < sess.nblocks {
 		return nil, errBadRecord{fmt.Errorf("cannot cut a point of %s/%s before the whole volume was sent (%d of %d blocks)", sess.machine.Name, sess.volume.Name, sess.progress, sess.nblocks)}
 	}
@@ -293,7 +299,7 @@ func (s *Server) cutPoint(ctx context.Context, sess *session, kind string, t tim
 	sess.mu.Unlock()
 	var nextID int64
 	b := catalog.Batch{VolumeID: sess.volume.ID, PointID: sess.point.ID, Blocks: rows, Progress: sess.nblocks,
-		Commit: true, Time: t, Kind: kind, StreamEpoch: sess.epoch, StreamSeq: seq, Next: &nextID}
+		Commit: true, Time: t, Kind: kind, Label: label, StreamEpoch: sess.epoch, StreamSeq: seq, Next: &nextID}
 	sortRows(b.Blocks)
 	if err := s.store.Commit(ctx, b); err != nil {
 		sess.mu.Lock()
@@ -315,7 +321,7 @@ func (s *Server) cutPoint(ctx context.Context, sess *session, kind string, t tim
 	sess.seeded = true
 	sess.progress = sess.nblocks
 	sess.mu.Unlock()
-	return &PointRef{ID: done.ID, Time: done.Time}, nil
+	return &PointRef{ID: done.ID, Time: done.Time, Seq: seq, Kind: kind}, nil
 }
 
 func isZero(b []byte) bool {

@@ -173,7 +173,8 @@ func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error
 	}
 
 	shipCtx, stopShip := context.WithCancel(context.Background())
-	sh2 := &shipper{cfg: cfg, src: src, size: size, spool: sp, journal: j, epoch: st.Epoch, rescan: rescan, status: status}
+	sh2 := &shipper{cfg: cfg, src: src, size: size, spool: sp, journal: j, epoch: st.Epoch, rescan: rescan, status: status,
+		bookmarks: &bookmarks{dir: cfg.Spool, pending: map[uint64]string{}}}
 	shipped := make(chan struct{})
 	go func() {
 		defer close(shipped)

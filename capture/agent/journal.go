@@ -120,3 +120,23 @@ func (j *journal) overflowed() bool {
 	defer j.mu.Unlock()
 	return j.overflow
 }
+
+// Bookmark journals an application-consistent moment (the caller has
+// frozen the filesystem) and returns its seq. It is refused while changes
+// are not being journaled: such a point could not be exact.
+func (j *journal) Bookmark(t time.Time, label string) (uint64, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.overflow {
+		return 0, errors.New("the agent is catching up after a full spool; try again when its gap is closed")
+	}
+	seq, err := j.spool.Append(spool.Bookmark, t, 0, 0, []byte(label))
+	if err != nil {
+		return 0, err
+	}
+	if err := j.spool.Sync(); err != nil {
+		return 0, err
+	}
+	j.wake()
+	return seq, nil
+}

@@ -27,6 +27,8 @@ type shipper struct {
 	epoch   string
 	rescan  bool // the whole volume must be compared with the server
 	status  *status
+	// bookmarks are requests from `rewind bookmark`, see bookmark.go.
+	bookmarks *bookmarks
 
 	mu       sync.Mutex
 	draining bool
@@ -155,6 +157,7 @@ func (s *shipper) loop(ctx context.Context, st *ingest.Stream, from uint64) erro
 			from = s.status.shippedSeq() + 1
 		}
 		s.status.set("streaming", "")
+		s.bookmarks.take(s.journal)
 		s.mu.Lock()
 		if s.draining && s.spool.Next() <= from {
 			close(s.idle)
@@ -190,7 +193,11 @@ func (s *shipper) ship(ctx context.Context, st *ingest.Stream, from uint64, cut 
 		}
 		out := make([]ingest.StreamRecord, len(recs))
 		for i, r := range recs {
-			out[i] = ingest.StreamRecord{Kind: uint8(r.Kind), Seq: r.Seq, Time: r.Time, Offset: r.Offset, Length: r.Length, Data: r.Data}
+			kind := uint8(r.Kind) // writes, discards and flushes share their numbers
+			if r.Kind == spool.Bookmark {
+				kind = ingest.RecordBookmark
+			}
+			out[i] = ingest.StreamRecord{Kind: kind, Seq: r.Seq, Time: r.Time, Offset: r.Offset, Length: r.Length, Data: r.Data}
 		}
 		res, err := st.Send(ctx, out)
 		if err != nil {
@@ -242,6 +249,9 @@ func (s *shipper) shipped(res ingest.WritesResult, recs []spool.Record) {
 	}
 	for _, p := range res.Points {
 		s.status.point(p)
+		if p.Kind == "bookmark" {
+			s.bookmarks.done(p)
+		}
 	}
 	if res.Acked > 0 {
 		if err := s.spool.Ack(res.Acked); err != nil {

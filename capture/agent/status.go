@@ -66,6 +66,7 @@ func newStatus(cfg Config, loop string, sp *spool.Spool) *status {
 		Machine: cfg.Machine, Volume: cfg.Volume, Source: cfg.Source, LoopDevice: loop, Mount: cfg.Mount,
 		State: "starting", PID: os.Getpid(), Gaps: []Gap{},
 	}}
+	st.write()
 	go func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
@@ -248,7 +249,7 @@ func (st *status) sent(recs []spool.Record) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, r := range recs {
-		if r.Kind != spool.Flush {
+		if r.Kind == spool.Write || r.Kind == spool.Discard {
 			st.unacked = append(st.unacked, sentRecord{r.Seq, r.Time})
 		}
 	}

@@ -32,9 +32,10 @@ type Kind uint8
 
 // Record kinds.
 const (
-	Write   Kind = 1 // data written at Offset
-	Discard Kind = 2 // Length bytes at Offset now read as zeros
-	Flush   Kind = 3 // everything before is durable on the volume
+	Write    Kind = 1 // data written at Offset
+	Discard  Kind = 2 // Length bytes at Offset now read as zeros
+	Flush    Kind = 3 // everything before is durable on the volume
+	Bookmark Kind = 4 // an application-consistent moment; data is its label
 )
 
 func (k Kind) String() string {
@@ -45,6 +46,8 @@ func (k Kind) String() string {
 		return "discard"
 	case Flush:
 		return "flush"
+	case Bookmark:
+		return "bookmark"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -210,7 +213,7 @@ func decodeHeader(b []byte) (Record, int64, bool) {
 	}
 	var dlen int64
 	switch r.Kind {
-	case Write:
+	case Write, Bookmark:
 		dlen = r.Length
 	case Discard, Flush:
 	default:
@@ -228,7 +231,8 @@ func checkCRC(hdr, data []byte) bool {
 }
 
 // Append journals one event and returns its seq. For a Write, data is the
-// bytes written (Length is len(data)); for a Discard, length is the range.
+// bytes written (Length is len(data)); for a Bookmark, its label; for a
+// Discard, length is the range.
 // It returns ErrFull, journaling nothing, when the record would take the
 // spool past its limit.
 func (s *Spool) Append(kind Kind, t time.Time, off, length int64, data []byte) (uint64, error) {
@@ -251,7 +255,7 @@ func (s *Spool) Append(kind Kind, t time.Time, off, length int64, data []byte) (
 		}
 	}
 	r := Record{Kind: kind, Seq: s.next, Time: t, Offset: off, Length: length}
-	if kind == Write {
+	if kind == Write || kind == Bookmark {
 		r.Length = int64(len(data))
 	}
 	if cap(s.buf) < int(need) {

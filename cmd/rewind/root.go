@@ -43,6 +43,7 @@ func subcommands() []*cobra.Command {
 		newCheckCmd(),
 		newDemoCmd(),
 		newAgentCmd(),
+		newBookmarkCmd(),
 		newESECmd(),
 		newSQLCmd(),
 	}
