@@ -149,6 +149,7 @@ type session struct {
 	expect    map[int64]pack.Hash // blocks asked for, not yet received
 	ranges    map[int64]*blockRange
 	progress  int64 // every block below is recorded
+	flushed   int64 // the progress last made durable
 	rows      []catalog.BlockWrite
 	unflushed int64
 	bytesNew  int64
@@ -221,7 +222,7 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 	sess := &session{
 		id: hex.EncodeToString(idb), machine: m, volume: vol, point: p, seeded: seeded,
 		blockSize: vol.BlockSize, nblocks: (req.Size + vol.BlockSize - 1) / vol.BlockSize,
-		expect: map[int64]pack.Hash{}, ranges: map[int64]*blockRange{}, progress: p.Progress,
+		expect: map[int64]pack.Hash{}, ranges: map[int64]*blockRange{}, progress: p.Progress, flushed: p.Progress,
 		stream: req.Stream, epoch: req.Epoch, work: map[int64][]byte{},
 	}
 	resp := beginResponse{Session: sess.id, PointID: p.ID, BlockSize: vol.BlockSize, ResumeFrom: p.Progress, Resumed: resumed}
@@ -435,7 +436,7 @@ func (s *Server) flush(ctx context.Context, sess *session, commit bool) (catalog
 		sess.mu.Unlock()
 		return catalog.Batch{}, fmt.Errorf("commit: only blocks below %d of %d are recorded", p, n)
 	}
-	if !commit && len(sess.rows) == 0 && sess.progress == sess.point.Progress {
+	if !commit && len(sess.rows) == 0 && sess.progress == sess.flushed {
 		sess.mu.Unlock()
 		return catalog.Batch{}, nil // nothing new to make durable
 	}
@@ -453,6 +454,9 @@ func (s *Server) flush(ctx context.Context, sess *session, commit bool) (catalog
 		sess.mu.Unlock()
 		return b, err
 	}
+	sess.mu.Lock()
+	sess.flushed = b.Progress
+	sess.mu.Unlock()
 	return b, nil
 }
 

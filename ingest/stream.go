@@ -319,7 +319,7 @@ func (s *Server) cutPoint(ctx context.Context, sess *session, kind, label string
 	sess.point = next
 	sess.ackedSeq = seq
 	sess.seeded = true
-	sess.progress = sess.nblocks
+	sess.progress, sess.flushed = sess.nblocks, sess.nblocks
 	sess.mu.Unlock()
 	return &PointRef{ID: done.ID, Time: done.Time, Seq: seq, Kind: kind}, nil
 }

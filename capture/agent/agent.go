@@ -219,6 +219,6 @@ func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error
 			errs = append(errs, err)
 		}
 	}
-	status.note("stopped", "")
+	status.stopped()
 	return errors.Join(errs...)
 }

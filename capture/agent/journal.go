@@ -22,13 +22,12 @@ type journal struct {
 	// overflowed is told when changes stop being journaled (a gap opens).
 	onOverflow func(time.Time)
 
-	mu         sync.Mutex
-	overflow   bool
-	overSince  time.Time
-	dirty      map[int64]struct{}
-	lastChange time.Time
-	err        error // a spool write error: the agent must rescan
-	notify     chan struct{}
+	mu        sync.Mutex
+	overflow  bool
+	overSince time.Time
+	dirty     map[int64]struct{}
+	err       error // a spool write error: the agent must rescan
+	notify    chan struct{}
 }
 
 func newJournal(sp *spool.Spool, blockSize int64) *journal {
@@ -45,7 +44,6 @@ func (j *journal) wake() {
 func (j *journal) record(kind spool.Kind, t time.Time, off, n int64, data []byte) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.lastChange = t
 	if j.changed != nil {
 		j.changed(t)
 	}

@@ -21,7 +21,7 @@ func RunScan(ctx context.Context, cfg Config, interval time.Duration) error {
 		return fmt.Errorf("status directory: %w", err)
 	}
 	status := newStatus(cfg, "", nil)
-	defer status.note("stopped", "")
+	defer status.stopped()
 	for {
 		start := time.Now()
 		status.set("scanning", "")

@@ -118,12 +118,11 @@ func (st *status) write() {
 	}
 }
 
-func (st *status) note(event, detail string) {
-	if event == "stopped" {
-		st.set("stopped", detail)
-		st.stopOnce.Do(func() { close(st.stop) })
-		st.write()
-	}
+// stopped records that the agent stopped and writes the status a last time.
+func (st *status) stopped() {
+	st.set("stopped", "")
+	st.stopOnce.Do(func() { close(st.stop) })
+	st.write()
 }
 
 func (st *status) set(state, detail string) {

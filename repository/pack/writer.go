@@ -16,7 +16,6 @@ import (
 type Writer struct {
 	f       *os.File
 	name    string
-	id      uint64
 	off     int64
 	entries []Entry
 	buf     []byte
@@ -32,7 +31,7 @@ func Create(path string, id uint64) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create pack: %w", err)
 	}
-	w := &Writer{f: f, name: path, id: id}
+	w := &Writer{f: f, name: path}
 	w.write(encodeHeader(id))
 	if w.err != nil {
 		f.Close()
@@ -173,8 +172,7 @@ func Recover(path string, keep int64) (int64, error) {
 		f.Close()
 		return 0, &FormatError{path, st.Size(), fmt.Sprintf("file ends before its last indexed entry (which ends at %d)", keep)}
 	}
-	id, err := NewReader(f, st.Size(), path).Header()
-	if err != nil {
+	if _, err := NewReader(f, st.Size(), path).Header(); err != nil {
 		f.Close()
 		return 0, err
 	}
@@ -199,7 +197,7 @@ func Recover(path string, keep int64) (int64, error) {
 		f.Close()
 		return 0, err
 	}
-	w := &Writer{f: f, name: path, id: id, off: keep, entries: entries}
+	w := &Writer{f: f, name: path, off: keep, entries: entries}
 	if err := w.Seal(); err != nil {
 		return 0, err
 	}
