@@ -744,6 +744,12 @@ func TestAgentBookmarkIsApplicationConsistent(t *testing.T) {
 	a := e.protect(t)
 	r := rand.New(rand.NewPCG(8, 8))
 	workload(t, e.mnt, 0, r)
+	// An unreachable SQL Server: no freeze, no bookmark, exit 1 naming it.
+	bad := h.Run(t, nil, "bookmark", "--machine", "host", "--volume", "v", "--label", "never",
+		"--spool", e.spool, "--mount", e.mnt, "--mssql", "sqlserver://sa:pw@127.0.0.1:1?dial+timeout=2")
+	if bad.Code != 1 || !strings.Contains(bad.Stderr, "127.0.0.1:1") {
+		t.Errorf("bookmark with an unreachable SQL Server: exit %d, stderr %q; want exit 1 naming the server", bad.Code, bad.Stderr)
+	}
 	res := h.MustRun(t, nil, "bookmark", "--machine", "host", "--volume", "v", "--label", "before upgrade",
 		"--spool", e.spool, "--mount", e.mnt, "--json")
 	want := manifest(t, e.mnt)
@@ -770,6 +776,9 @@ func TestAgentBookmarkIsApplicationConsistent(t *testing.T) {
 	for _, p := range ps {
 		if p.ID == bp.ID {
 			found = p.Kind == "bookmark" && p.Label == "before upgrade"
+		}
+		if p.Label == "never" {
+			t.Errorf("a bookmark was taken although SQL Server could not be checkpointed: %+v", p)
 		}
 	}
 	if !found {
