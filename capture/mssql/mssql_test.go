@@ -10,10 +10,10 @@ import (
 
 func TestQuoteName(t *testing.T) {
 	for in, want := range map[string]string{
-		"Sales":       "[Sales]",
-		"odd]name":    "[odd]]name]",
-		"a]]b":        "[a]]]]b]",
-		"with space":  "[with space]",
+		"Sales":      "[Sales]",
+		"odd]name":   "[odd]]name]",
+		"a]]b":       "[a]]]]b]",
+		"with space": "[with space]",
 		"Ünïcode 名前": "[Ünïcode 名前]",
 	} {
 		if got := QuoteName(in); got != want {

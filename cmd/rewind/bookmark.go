@@ -46,7 +46,7 @@ The mount point is the agent's --mount, or --mount here. Needs root.`,
 		Example: `  rewind bookmark --machine web1 --volume data --label "before upgrade"
   rewind bookmark --machine sql1 --volume data --label "month end" \
       --mssql 'sqlserver://backup:secret@localhost?database=Ledger'`,
-		Args:    args(cobra.NoArgs),
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if machine == "" || volume == "" || label == "" {
 				return usagef("--machine, --volume and --label are required")
