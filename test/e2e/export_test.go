@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rewind-cdp/rewind/test/testenv"
 	h "github.com/rewind-cdp/rewind/test/harness"
+	"github.com/rewind-cdp/rewind/test/testenv"
 )
 
 // Every export format of a point holds exactly the restored raw volume
