@@ -14,8 +14,8 @@ import (
 )
 
 func newRestoreCmd() *cobra.Command {
-	var dir, machine, volume, at, to string
-	var force, asJSON bool
+	var dir, machine, volume, at, to, knownAt string
+	var force, full, asJSON bool
 	c := &cobra.Command{
 		Use:   "restore",
 		Short: "Restore a volume as it was at any point to a file or device",
@@ -26,12 +26,21 @@ wrong data. A file target is written beside itself and renamed into place only
 once complete (run sync before power-cycling if it must be on stable storage);
 a device target is synced before the command returns.
 
+Rollback in place: when the target already holds a state of the volume — a
+block device, or with --force an image file of exactly the volume's size — only
+the blocks that differ are written. The target is read and every block's hash
+compared with the point's; with --target-point, naming the point the target is
+known to hold (for example the last point its agent shipped), the differing
+blocks come from the catalog alone and the target is not read. --full writes
+every block instead.
+
 --at takes RFC 3339 (2026-11-20T10:15:00Z), "YYYY-MM-DD HH:MM[:SS]" in local
 time, a relative time (-15m, -2h, -3d), latest (the default), or a point id; a
 time resolves to the newest point at or before it.`,
 		Example: `  rewind restore --machine web1 --volume root --at -15m --to root.img
   rewind restore --machine web1 --volume root --at "2026-11-20 10:15" --to /dev/sdc
-  rewind restore --machine web1 --volume root --at 42 --to root.img --force`,
+  rewind restore --machine web1 --volume root --at 42 --to root.img --force
+  rewind restore --machine web1 --volume data --at -2h --to /dev/sdb --target-point latest`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -57,6 +66,37 @@ time resolves to the newest point at or before it.`,
 			fmt.Fprintf(cmd.ErrOrStderr(), "restoring %s/%s point %d (%s, %s)\n", p.Machine, p.Volume, p.ID, pointTime(p.Time), p.Kind)
 			start := time.Now()
 			pg := newProgress(cmd.ErrOrStderr(), "restore", p.Size)
+			if knownAt != "" && full {
+				return usagef("--target-point and --full exclude each other")
+			}
+			var inPlace *os.File
+			if !full {
+				if inPlace, err = openInPlace(to, p.Size, force); err != nil {
+					return err
+				}
+			}
+			if inPlace == nil && knownAt != "" {
+				return fmt.Errorf("--target-point: %s is not a device or an existing image of the volume's size (with --force)", to)
+			}
+			if inPlace != nil {
+				st, err := rollback(ctx, repo, vol, p, inPlace, knownAt, pg.Add)
+				pg.Done()
+				if err != nil {
+					return fmt.Errorf("roll %s back: %w", to, err)
+				}
+				el := time.Since(start)
+				if asJSON {
+					return writeJSON(cmd.OutOrStdout(), map[string]any{
+						"point": pointJSON{p.ID, p.Machine, p.Volume, pointTime(p.Time), p.Kind, p.Label, p.Size},
+						"to":    to, "bytes": p.Size, "in_place": true, "blocks": st.Blocks, "blocks_written": st.Written,
+						"bytes_written": st.BytesWritten, "bytes_compared": st.BytesRead, "seconds": el.Seconds(),
+						"mb_per_s": float64(p.Size) / 1e6 / max(el.Seconds(), 1e-9),
+					})
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "rolled %s back to %s/%s point %d (%s) in place: %d of %d blocks differed, %s written, in %s\n", to, p.Machine, p.Volume, p.ID, pointTime(p.Time),
+					st.Written, st.Blocks, humanBytes(st.BytesWritten), el.Round(time.Millisecond))
+				return nil
+			}
 			tgt, err := openTarget(to, p.Size, force)
 			if err != nil {
 				return err
@@ -83,7 +123,9 @@ time resolves to the newest point at or before it.`,
 	c.Flags().StringVar(&volume, "volume", "", "volume name")
 	c.Flags().StringVar(&at, "at", "latest", "point to restore: a time, a relative time, latest, or a point id")
 	c.Flags().StringVar(&to, "to", "", "target image file or block device")
-	c.Flags().BoolVar(&force, "force", false, "overwrite an existing target file")
+	c.Flags().BoolVar(&force, "force", false, "overwrite an existing target file (in place when it has the volume's size)")
+	c.Flags().StringVar(&knownAt, "target-point", "", "the point the target already holds (a time or point id): write the blocks that differ without reading the target")
+	c.Flags().BoolVar(&full, "full", false, "write every block, even where the target already holds it")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return c
 }
