@@ -15,7 +15,7 @@ import (
 
 func newRestoreCmd() *cobra.Command {
 	var dir, machine, volume, at, to, knownAt string
-	var force, full, asJSON bool
+	var force, full, grow, asJSON bool
 	c := &cobra.Command{
 		Use:   "restore",
 		Short: "Restore a volume as it was at any point to a file or device",
@@ -34,13 +34,21 @@ known to hold (for example the last point its agent shipped), the differing
 blocks come from the catalog alone and the target is not read. --full writes
 every block instead.
 
+A device of another size: on a larger device the volume is written at its
+start and a GPT's backup header moved to the new end; --grow also extends the
+last partition and its file system (resize2fs, ntfsresize or xfs_growfs). A
+smaller device is accepted only when every partition fits in it; what lies
+beyond (free space, the old GPT backup) is left out. Otherwise it is refused
+before anything is written.
+
 --at takes RFC 3339 (2026-11-20T10:15:00Z), "YYYY-MM-DD HH:MM[:SS]" in local
 time, a relative time (-15m, -2h, -3d), latest (the default), or a point id; a
 time resolves to the newest point at or before it.`,
 		Example: `  rewind restore --machine web1 --volume root --at -15m --to root.img
   rewind restore --machine web1 --volume root --at "2026-11-20 10:15" --to /dev/sdc
   rewind restore --machine web1 --volume root --at 42 --to root.img --force
-  rewind restore --machine web1 --volume data --at -2h --to /dev/sdb --target-point latest`,
+  rewind restore --machine web1 --volume data --at -2h --to /dev/sdb --target-point latest
+  rewind restore --machine web1 --volume root --to /dev/nvme1n1 --grow`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -68,6 +76,37 @@ time resolves to the newest point at or before it.`,
 			pg := newProgress(cmd.ErrOrStderr(), "restore", p.Size)
 			if knownAt != "" && full {
 				return usagef("--target-point and --full exclude each other")
+			}
+			devSize, isDev, err := deviceSize(to)
+			if err != nil {
+				return err
+			}
+			if isDev && devSize != p.Size {
+				if knownAt != "" {
+					return usagef("--target-point needs a target of the volume's size; %s holds %s, the volume %s", to, humanBytes(devSize), humanBytes(p.Size))
+				}
+				res, err := restoreDissimilar(ctx, repo, p, to, devSize, grow, full, pg.Add)
+				pg.Done()
+				if err != nil {
+					return fmt.Errorf("restore to %s: %w", to, err)
+				}
+				el := time.Since(start)
+				if asJSON {
+					return writeJSON(cmd.OutOrStdout(), map[string]any{
+						"point": pointJSON{p.ID, p.Machine, p.Volume, pointTime(p.Time), p.Kind, p.Label, p.Size},
+						"to":    to, "bytes": p.Size, "device_bytes": devSize, "partition_table": res.Resized.Scheme,
+						"grown": res.Grown, "in_place": res.Rollback != nil, "seconds": el.Seconds(),
+					})
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "restored %s/%s point %d (%s, %s) to %s (%s) in %s\n", p.Machine, p.Volume, p.ID, pointTime(p.Time),
+					humanBytes(p.Size), to, humanBytes(devSize), el.Round(time.Millisecond))
+				if res.Grown != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "grew %s to the end of %s\n", res.Grown, to)
+				}
+				return nil
+			}
+			if grow {
+				return usagef("--grow needs a block device larger than the volume")
 			}
 			var inPlace *os.File
 			if !full {
@@ -125,6 +164,7 @@ time resolves to the newest point at or before it.`,
 	c.Flags().StringVar(&to, "to", "", "target image file or block device")
 	c.Flags().BoolVar(&force, "force", false, "overwrite an existing target file (in place when it has the volume's size)")
 	c.Flags().StringVar(&knownAt, "target-point", "", "the point the target already holds (a time or point id): write the blocks that differ without reading the target")
+	c.Flags().BoolVar(&grow, "grow", false, "on a larger device, extend the last partition and its file system to the end")
 	c.Flags().BoolVar(&full, "full", false, "write every block, even where the target already holds it")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return c
