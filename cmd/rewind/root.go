@@ -41,6 +41,7 @@ func subcommands() []*cobra.Command {
 		newPointsCmd(),
 		newRestoreCmd(),
 		newExportCmd(),
+		newServeNBDCmd(),
 		newCheckCmd(),
 		newDemoCmd(),
 		newAgentCmd(),
