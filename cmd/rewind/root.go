@@ -42,6 +42,8 @@ func subcommands() []*cobra.Command {
 		newRestoreCmd(),
 		newExportCmd(),
 		newServeNBDCmd(),
+		newBootCmd(),
+		newVerifyBootCmd(),
 		newCheckCmd(),
 		newDemoCmd(),
 		newAgentCmd(),
