@@ -28,7 +28,7 @@ type Options struct {
 	Drive string
 	// Snapshot keeps the guest's writes in a temporary file inside qemu,
 	// so the drive is only read.
-	Snapshot bool
+	Snapshot  bool
 	MemoryMiB int // default 1024
 	CPUs      int // default 1
 	// Network gives the guest user-mode networking; false: no network.

@@ -191,7 +191,7 @@ judged by the screenshot.`,
 			cancel()
 			el := time.Since(start)
 			res := map[string]any{
-				"point": pointJSON{b.point.ID, b.point.Machine, b.point.Volume, pointTime(b.point.Time), b.point.Kind, b.point.Label, b.point.Size},
+				"point":  pointJSON{b.point.ID, b.point.Machine, b.point.Volume, pointTime(b.point.Time), b.point.Kind, b.point.Label, b.point.Size},
 				"expect": expect, "booted": werr == nil, "seconds": el.Seconds(), "accelerator": map[bool]string{true: "kvm", false: "tcg"}[vm.KVM()],
 			}
 			if werr == nil {
