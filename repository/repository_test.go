@@ -192,3 +192,35 @@ func TestOpenRefusesNonRepository(t *testing.T) {
 		t.Error("open of a missing directory succeeded")
 	}
 }
+
+// ReadAhead returns what PointReader returns, forward, backward and past
+// the end.
+func TestReadAheadMatchesPointReader(t *testing.T) {
+	ctx := context.Background()
+	r, err := Init(ctx, filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	st, err := r.NewStore(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := testData(300*4096 + 777)
+	p := storeVolume(t, r, st, data, 4096, true)
+	ra := r.OpenPoint(p).ReadAhead(ctx, 8)
+	for _, c := range []struct{ off, n int64 }{{0, 100}, {100, 70000}, {70100, 500000}, {4096, 4096}, {1 << 20, 300000}, {int64(len(data)) - 10, 10}} {
+		got := make([]byte, c.n)
+		n, err := ra.ReadAt(got, c.off)
+		want := data[c.off:min(c.off+c.n, int64(len(data)))]
+		if n != len(want) || !bytes.Equal(got[:n], want) {
+			t.Fatalf("ReadAt(%d, %d) = %d bytes (%v), differs from the volume", c.off, c.n, n, err)
+		}
+		if int64(n) < c.n && err == nil {
+			t.Errorf("short read at %d without an error", c.off)
+		}
+	}
+	if _, err := ra.ReadAt(make([]byte, 1), -1); err == nil {
+		t.Error("negative offset accepted")
+	}
+}

@@ -3,7 +3,6 @@ package repository
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"runtime"
@@ -11,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/rewind-cdp/rewind/catalog"
+	"github.com/rewind-cdp/rewind/repository/pack"
 )
 
 // Target is a device or file that already holds a state of a volume.
@@ -86,7 +86,7 @@ func (r *Repo) Rollback(ctx context.Context, p catalog.Point, target Target, opt
 					if j.ref.ID == 0 {
 						same = isZero(cur)
 					} else {
-						same = sha256.Sum256(cur) == j.ref.Hash
+						same = pack.SumBlock(cur) == j.ref.Hash
 					}
 				}
 				if !same {

@@ -187,7 +187,7 @@ func exportPoint(ctx context.Context, repo *repository.Repo, p catalog.Point, f 
 		err = repo.Restore(ctx, p, tgt.f, repository.RestoreOptions{SkipZeros: tgt.fresh, Progress: pg.Add})
 		return p.Size, tgt.finish(err)
 	}
-	src := repo.OpenPoint(p)
+	src := repo.OpenPoint(p).ReadAhead(ctx, 128)
 	var done int64
 	opt := &vdisk.WriteOptions{Compress: compress, Time: p.Time, Progress: func(n int64) { pg.Add(n - done); done = n }}
 	if out == "-" {
