@@ -51,6 +51,7 @@ func run() error {
 	sizeFlag := flag.String("size", "1GiB", "volume image size (MiB or GiB suffix)")
 	work := flag.String("work", "", "work directory (default: a new temporary directory, removed at the end)")
 	jsonOut := flag.String("json", "", "also write the results as JSON to this file")
+	compare := flag.Bool("compare", true, "check every export with qemu-img compare against the restore, and qemu-img check")
 	flag.Parse()
 	size, err := parseSize(*sizeFlag)
 	if err != nil {
@@ -190,7 +191,8 @@ func run() error {
 	vs := func(m *measure) { m.VsRest = m.MBps / rest.MBps }
 
 	fresh()
-	if _, d, err = runBin("restore", "--machine", "bench", "--volume", "disk", "--to", filepath.Join(out, "r.img")); err != nil {
+	restored := filepath.Join(*work, "restored.img")
+	if _, d, err = runBin("restore", "--machine", "bench", "--volume", "disk", "--to", restored); err != nil {
 		return err
 	}
 	add("rewind restore", d, "≥ 2× restic", func(v float64) bool { return v >= 2*rest.MBps })
@@ -206,7 +208,13 @@ func run() error {
 		}
 		add("export "+fmtName, d, target, fn)
 		vs(&ms[len(ms)-1])
+		if *compare {
+			if err := qemuCheck(ctx, fmtName, filepath.Join(out, "x."+fmtName), restored); err != nil {
+				return err
+			}
+		}
 	}
+	os.Remove(restored)
 
 	// Rollback: change ~2 % of the blocks, back up, then bring the changed
 	// image back to the first point in place; compare with a full restore.
@@ -264,6 +272,30 @@ func run() error {
 		return os.WriteFile(*jsonOut, b, 0o644)
 	}
 	return nil
+}
+
+// qemuCheck runs qemu-img compare of an export against the raw restore,
+// and qemu-img check where the format has one.
+func qemuCheck(ctx context.Context, format, path, raw string) error {
+	qf := map[string]string{"raw": "raw", "vhd": "vpc", "vhd-fixed": "vpc", "vhdx": "vhdx", "vmdk": "vmdk", "vmdk-stream": "vmdk", "qcow2": "qcow2"}[format]
+	out, err := exec.CommandContext(ctx, "qemu-img", "compare", "-f", qf, "-F", "raw", path, raw).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("qemu-img compare of the %s export: %v\n%s", format, err, out)
+	}
+	logf("  qemu-img compare: %s", strings.TrimSpace(string(out)))
+	if qf == "vhdx" || qf == "vmdk" || qf == "qcow2" {
+		out, err := exec.CommandContext(ctx, "qemu-img", "check", "-f", qf, path).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("qemu-img check of the %s export: %v\n%s", format, err, out)
+		}
+		logf("  qemu-img check: %s", lastLine(string(out)))
+	}
+	return nil
+}
+
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return l[len(l)-1]
 }
 
 func copyFile(src, dst string) error {
