@@ -28,12 +28,14 @@ func newESECmd() *cobra.Command {
 behind Exchange mailbox databases (.edb), Active Directory (ntds.dit), Windows
 Search, SRUM (SRUDB.dat) and User Access Logging (.mdb) - without Windows.
 
-The file is read, never written. A damaged header falls back to its shadow
+The file is read, never written. Instead of a FILE, --machine, --volume,
+--path (and --at) read it straight from a volume's backup at a point in time. A damaged header falls back to its shadow
 copy; page checksums are verified and failures reported as warnings.`,
 		Example: `  rewind ese tables SRUDB.dat
   rewind ese tables ntds.dit --json
   rewind ese export SRUDB.dat --table SruDbIdMapTable --format csv --out idmap.csv
-  rewind ese export Current.mdb --table CLIENTS --format jsonl | jq .AuthenticatedUserName`,
+  rewind ese export Current.mdb --table CLIENTS --format jsonl | jq .AuthenticatedUserName
+  rewind ese tables --machine dc1 --volume c --at -1d --path /Windows/NTDS/ntds.dit`,
 	}
 	cmd.AddCommand(newESETablesCmd(), newESEExportCmd())
 	return cmd
@@ -41,18 +43,19 @@ copy; page checksums are verified and failures reported as warnings.`,
 
 func newESETablesCmd() *cobra.Command {
 	var asJSON bool
+	var pf pointFileFlags
 	cmd := &cobra.Command{
-		Use:   "tables FILE",
+		Use:   "tables [FILE | --machine M --volume V --path P]",
 		Short: "List the tables of an ESE database with their row counts and columns",
 		Long: `List every table of an ESE database (including the MSys* system tables) with
 its number of rows and its columns. With --json the output is an array of
 {"name", "rows", "columns": [{"id", "name", "type"}]} objects.`,
 		Example: `  rewind ese tables SRUDB.dat
   rewind ese tables Current.mdb --json | jq '.[] | select(.rows > 0) | .name'`,
-		Args: args(cobra.ExactArgs(1)),
+		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
-			db, closeFn, err := openESE(ctx, a[0])
+			db, name, closeFn, err := openESE(ctx, a, &pf)
 			if err != nil {
 				return err
 			}
@@ -71,7 +74,7 @@ its number of rows and its columns. With --json the output is an array of
 			for _, t := range db.Tables() {
 				n, err := t.Count(ctx)
 				if err != nil {
-					return fmt.Errorf("%s: %w", a[0], err)
+					return fmt.Errorf("%s: %w", name, err)
 				}
 				tb := table{Name: t.Name, Rows: n, Columns: []col{}}
 				for _, c := range t.Columns {
@@ -79,7 +82,7 @@ its number of rows and its columns. With --json the output is an array of
 				}
 				out = append(out, tb)
 			}
-			warnESE(cmd.ErrOrStderr(), a[0], db)
+			warnESE(cmd.ErrOrStderr(), name, db)
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), out)
 			}
@@ -92,11 +95,13 @@ its number of rows and its columns. With --json the output is an array of
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	pf.add(cmd)
 	return cmd
 }
 
 func newESEExportCmd() *cobra.Command {
 	var table, format, outPath string
+	var pf pointFileFlags
 	cmd := &cobra.Command{
 		Use:   "export FILE --table T --format jsonl|csv",
 		Short: "Export the rows of one table as JSON Lines or CSV",
@@ -113,13 +118,13 @@ JSON array.
 Values that cannot be decoded are written as NULL with a warning on stderr.`,
 		Example: `  rewind ese export SRUDB.dat --table SruDbIdMapTable --format jsonl
   rewind ese export ntds.dit --table datatable --format csv --out datatable.csv`,
-		Args: args(cobra.ExactArgs(1)),
+		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if format != "jsonl" && format != "csv" {
 				return usagef("--format must be jsonl or csv, not %q", format)
 			}
 			ctx := cmd.Context()
-			db, closeFn, err := openESE(ctx, a[0])
+			db, name, closeFn, err := openESE(ctx, a, &pf)
 			if err != nil {
 				return err
 			}
@@ -130,7 +135,7 @@ Values that cannot be decoded are written as NULL with a warning on stderr.`,
 				for _, t := range db.Tables() {
 					names = append(names, t.Name)
 				}
-				return usagef("%s has no table %q (tables: %s)", a[0], table, strings.Join(names, ", "))
+				return usagef("%s has no table %q (tables: %s)", name, table, strings.Join(names, ", "))
 			}
 			w := cmd.OutOrStdout()
 			var file *os.File
@@ -142,9 +147,9 @@ Values that cannot be decoded are written as NULL with a warning on stderr.`,
 				w = file
 			}
 			if err := exportTable(ctx, w, cmd.ErrOrStderr(), t, format); err != nil {
-				return fmt.Errorf("%s: %w", a[0], err)
+				return fmt.Errorf("%s: %w", name, err)
 			}
-			warnESE(cmd.ErrOrStderr(), a[0], db)
+			warnESE(cmd.ErrOrStderr(), name, db)
 			if file != nil {
 				return file.Close()
 			}
@@ -155,33 +160,25 @@ Values that cannot be decoded are written as NULL with a warning on stderr.`,
 	cmd.Flags().StringVar(&format, "format", "jsonl", "output format: jsonl or csv")
 	cmd.Flags().StringVar(&outPath, "out", "", "write to this file instead of stdout")
 	_ = cmd.MarkFlagRequired("table")
+	pf.add(cmd)
 	return cmd
 }
 
-// openESE opens an ESE database file.
-func openESE(ctx context.Context, path string) (*ese.DB, func(), error) {
-	f, err := os.Open(path)
+// openESE opens the ESE database named by the argument or the point flags.
+func openESE(ctx context.Context, a []string, pf *pointFileFlags) (*ese.DB, string, func(), error) {
+	src, err := openItemFile(ctx, a, pf, "ESE database")
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
-	st, err := f.Stat()
+	db, err := ese.Open(ctx, src, src.Size)
 	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	if st.IsDir() {
-		f.Close()
-		return nil, nil, usagef("%s is a directory, not an ESE database", path)
-	}
-	db, err := ese.Open(ctx, f, st.Size())
-	if err != nil {
-		f.Close()
+		src.Close()
 		if errors.Is(err, ese.ErrCorrupt) {
-			return nil, nil, fmt.Errorf("%s is not a readable ESE database: %w", path, err)
+			return nil, "", nil, fmt.Errorf("%s is not a readable ESE database: %w", src.Name, err)
 		}
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return nil, "", nil, fmt.Errorf("%s: %w", src.Name, err)
 	}
-	return db, func() { f.Close() }, nil
+	return db, src.Name, src.Close, nil
 }
 
 // warnESE reports a damaged header and pages whose checksum failed.

@@ -150,7 +150,7 @@ func TestESEErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"ese", "tables"}, 2, "accepts 1 arg"},
+		{[]string{"ese", "tables"}, 2, "--machine, --volume and --path"},
 		{[]string{"ese", "tables", filepath.Join(t.TempDir(), "missing.edb")}, 1, "no such file"},
 		{[]string{"ese", "tables", junk}, 1, "not a readable ESE database"},
 		{[]string{"ese", "export", db}, 2, "required flag"},

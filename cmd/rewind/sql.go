@@ -41,12 +41,14 @@ reported; every other row still comes out.`,
 
 // sqlOpenFlags are the reading options every sql subcommand shares.
 type sqlOpenFlags struct {
+	point           pointFileFlags
 	includeDeleted  bool
 	ignoreChecksums bool
 	codePage        int
 }
 
 func (f *sqlOpenFlags) add(cmd *cobra.Command, deleted bool) {
+	f.point.add(cmd)
 	if deleted {
 		cmd.Flags().BoolVar(&f.includeDeleted, "include-deleted", false, "also output deleted rows still on the pages (ghost records, deallocated pages), marked in a _deleted column")
 	}
@@ -54,32 +56,24 @@ func (f *sqlOpenFlags) add(cmd *cobra.Command, deleted bool) {
 	cmd.Flags().IntVar(&f.codePage, "codepage", 0, "decode char/varchar/text with this Windows code page (e.g. 950, 1252, 1258) instead of the one the collation implies")
 }
 
-// sqlOpenMDF opens path and reads its catalog.
-func sqlOpenMDF(ctx context.Context, path string, f sqlOpenFlags) (*mdf.Database, func(), error) {
+// sqlOpenMDF opens the .mdf named by the argument or by the point flags
+// and reads its catalog.
+func sqlOpenMDF(ctx context.Context, a []string, f sqlOpenFlags) (*mdf.Database, func(), error) {
 	if f.codePage != 0 && !mdf.SupportedCodePage(f.codePage) {
 		return nil, nil, usagef("--codepage %d is not supported (try 874, 932, 936, 949, 950, 1250-1258, 437, 850)", f.codePage)
 	}
-	file, err := os.Open(path)
+	src, err := openItemFile(ctx, a, &f.point, ".mdf")
 	if err != nil {
-		return nil, nil, fmt.Errorf("open data file: %w", err)
+		return nil, nil, err
 	}
-	st, err := file.Stat()
-	if err != nil {
-		file.Close()
-		return nil, nil, fmt.Errorf("open data file: %w", err)
-	}
-	if st.IsDir() {
-		file.Close()
-		return nil, nil, fmt.Errorf("%s is a directory, not a .mdf file", path)
-	}
-	db, err := mdf.Open(ctx, file, st.Size(), mdf.Options{
+	db, err := mdf.Open(ctx, src, src.Size, mdf.Options{
 		IncludeDeleted: f.includeDeleted, IgnoreChecksums: f.ignoreChecksums, CodePage: f.codePage,
 	})
 	if err != nil {
-		file.Close()
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		src.Close()
+		return nil, nil, fmt.Errorf("%s: %w", src.Name, err)
 	}
-	return db, func() { file.Close() }, nil
+	return db, src.Close, nil
 }
 
 type sqlTableInfo struct {
@@ -101,7 +95,7 @@ func newSQLInfoCmd() *cobra.Command {
 	var asJSON, all bool
 	var of sqlOpenFlags
 	cmd := &cobra.Command{
-		Use:   "info FILE.mdf",
+		Use:   "info [FILE.mdf | --machine M --volume V --path P]",
 		Short: "Show database name, version, page verify option and user tables with row counts",
 		Long: `Show what a SQL Server data file holds: database name (attached databases
 often carry their file path here), internal version (611 = 2005, 655 = 2008,
@@ -112,10 +106,10 @@ pages, not taken from the possibly stale catalog).
   rewind sql info pubs.mdf
   rewind sql info pubs.mdf --json | jq '.tables[] | select(.rows > 0)'
   rewind sql info pubs.mdf --all        # also dbo.sysdiagrams / dtproperties`,
-		Args: args(cobra.ExactArgs(1)),
+		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
-			db, done, err := sqlOpenMDF(ctx, a[0], of)
+			db, done, err := sqlOpenMDF(ctx, a, of)
 			if err != nil {
 				return err
 			}
@@ -221,7 +215,7 @@ Examples:
   rewind sql export Northwind.mdf --table "Order Details" --format jsonl
   rewind sql export pubs.mdf --table authors --format sql | sqlcmd -d restored
   rewind sql export pubs.mdf --table sales --include-deleted --format csv`,
-		Args: args(cobra.ExactArgs(1)),
+		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if table == "" {
 				return usagef("--table is required: name the table to export, e.g. --table dbo.Customers")
@@ -230,7 +224,7 @@ Examples:
 				return err
 			}
 			ctx := cmd.Context()
-			db, done, err := sqlOpenMDF(ctx, a[0], of)
+			db, done, err := sqlOpenMDF(ctx, a, of)
 			if err != nil {
 				return err
 			}
@@ -300,7 +294,7 @@ missing; existing files of the same name are replaced.
   rewind sql export-all Northwind.mdf --dir northwind-csv
   rewind sql export-all pubs.mdf --dir pubs-sql --format sql
   rewind sql export-all pubs.mdf --dir pubs-json --format jsonl --include-deleted`,
-		Args: args(cobra.ExactArgs(1)),
+		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if dir == "" {
 				return usagef("--dir is required: the directory to write one file per table into")
@@ -309,7 +303,7 @@ missing; existing files of the same name are replaced.
 				return err
 			}
 			ctx := cmd.Context()
-			db, done, err := sqlOpenMDF(ctx, a[0], of)
+			db, done, err := sqlOpenMDF(ctx, a, of)
 			if err != nil {
 				return err
 			}
@@ -351,8 +345,9 @@ missing; existing files of the same name are replaced.
 }
 
 func newSQLVerifyCmd() *cobra.Command {
+	of := sqlOpenFlags{ignoreChecksums: true}
 	cmd := &cobra.Command{
-		Use:   "verify FILE.mdf",
+		Use:   "verify [FILE.mdf | --machine M --volume V --path P]",
 		Short: "Check every page's checksum or torn-page bits",
 		Long: `Check every page of the data file: CHECKSUM pages against their checksum,
 TORN_PAGE_DETECTION pages against their torn bits. Prints a summary and one
@@ -360,10 +355,10 @@ line per damaged page (page id and byte offset); exits 1 when any page is
 damaged.
 
   rewind sql verify Northwind.mdf`,
-		Args: args(cobra.ExactArgs(1)),
+		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
-			db, done, err := sqlOpenMDF(ctx, a[0], sqlOpenFlags{ignoreChecksums: true})
+			db, done, err := sqlOpenMDF(ctx, a, of)
 			if err != nil {
 				return err
 			}
@@ -384,5 +379,6 @@ damaged.
 			return nil
 		},
 	}
+	of.point.add(cmd)
 	return cmd
 }

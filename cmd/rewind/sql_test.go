@@ -154,13 +154,16 @@ func TestSQLUsageErrors(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"sql", "info"}, 2, "accepts 1 arg"},
+		{[]string{"sql", "info"}, 2, "name the .mdf file, or --machine, --volume and --path"},
+		{[]string{"sql", "info", f, "--machine", "m"}, 2, "not both"},
+		{[]string{"sql", "info", "--machine", "m", "--path", "/x.mdf"}, 2, "go together"},
+		{[]string{"sql", "info", "a.mdf", "b.mdf"}, 2, "accepts at most 1 arg"},
 		{[]string{"sql", "export", f}, 2, "--table is required"},
 		{[]string{"sql", "export", f, "--table", "authors", "--format", "xml"}, 2, "--format \"xml\" is not supported"},
 		{[]string{"sql", "export-all", f}, 2, "--dir is required"},
 		{[]string{"sql", "export", f, "--table", "nosuch"}, 1, "no user table named \"nosuch\""},
 		{[]string{"sql", "info", f, "--codepage", "12345"}, 2, "--codepage 12345 is not supported"},
-		{[]string{"sql", "info", "/nonexistent/x.mdf"}, 1, "open data file"},
+		{[]string{"sql", "info", "/nonexistent/x.mdf"}, 1, "open .mdf file"},
 		{[]string{"sql", "info", os.Args[0]}, 1, "malformed data"},
 	} {
 		code, _, errs := runSQL(t, c.args...)
