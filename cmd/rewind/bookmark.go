@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewind-cdp/rewind/capture/agent"
-	"github.com/rewind-cdp/rewind/capture/mssql"
+	"github.com/rewind-cdp/rewind/mssql"
 )
 
 // Linux ioctls that freeze and thaw a mounted filesystem.

@@ -31,11 +31,15 @@ script, and check every page's checksum.
   rewind sql export Northwind.mdf --table dbo.Customers --format csv
   rewind sql export-all Northwind.mdf --dir out --format jsonl
   rewind sql verify Northwind.mdf                   # page checksums / torn bits
+  rewind sql restore-table Northwind.mdf --table dbo.Customers --to 'sqlserver://sa:pw@db1?database=Northwind'
+
+Each command also reads the file straight from a backup at any point in time:
+  rewind sql info --machine sql1 --volume d --at "2026-11-20 10:15" --path /SQLData/Sales.mdf
 
 The file is only read. Pages that fail their checksum are skipped and
 reported; every other row still comes out.`,
 	}
-	cmd.AddCommand(newSQLInfoCmd(), newSQLExportCmd(), newSQLExportAllCmd(), newSQLVerifyCmd())
+	cmd.AddCommand(newSQLInfoCmd(), newSQLExportCmd(), newSQLExportAllCmd(), newSQLVerifyCmd(), newSQLRestoreTableCmd())
 	return cmd
 }
 
@@ -158,6 +162,22 @@ pages, not taken from the possibly stale catalog).
 	return cmd
 }
 
+// sqlTable finds a user table, with an error listing the tables.
+func sqlTable(db *mdf.Database, name string) (*mdf.Table, error) {
+	t, err := db.Table(name)
+	if err == nil {
+		return t, nil
+	}
+	var names []string
+	for _, t := range db.Tables() {
+		names = append(names, t.FullName())
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%v: the database has no user tables", err)
+	}
+	return nil, fmt.Errorf("%v; tables: %s", err, strings.Join(names, ", "))
+}
+
 func sqlCheckFormat(format string) error {
 	if !slices.Contains(export.Formats, format) {
 		return usagef("--format %q is not supported: use csv, jsonl or sql", format)
@@ -229,16 +249,9 @@ Examples:
 				return err
 			}
 			defer done()
-			t, err := db.Table(table)
+			t, err := sqlTable(db, table)
 			if err != nil {
-				var names []string
-				for _, t := range db.Tables() {
-					names = append(names, t.FullName())
-				}
-				if len(names) == 0 {
-					return fmt.Errorf("%v: the database has no user tables", err)
-				}
-				return fmt.Errorf("%v; tables: %s", err, strings.Join(names, ", "))
+				return err
 			}
 			var w io.Writer = cmd.OutOrStdout()
 			var f *os.File

@@ -232,9 +232,12 @@ func QuoteName(s string) string { return "[" + strings.ReplaceAll(s, "]", "]]") 
 
 // CreateTable returns a CREATE TABLE statement for t. Computed columns
 // (whose definitions are not decoded) are left out.
-func CreateTable(t *mdf.Table) string {
+func CreateTable(t *mdf.Table) string { return CreateTableAs(t, t.Schema, t.Name) }
+
+// CreateTableAs is CreateTable under another schema and name.
+func CreateTableAs(t *mdf.Table, schema, name string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "CREATE TABLE %s.%s (\n", QuoteName(t.Schema), QuoteName(t.Name))
+	fmt.Fprintf(&b, "CREATE TABLE %s.%s (\n", QuoteName(schema), QuoteName(name))
 	first := true
 	for _, c := range t.Columns {
 		if c.Computed {
@@ -261,21 +264,29 @@ func CreateTable(t *mdf.Table) string {
 	return b.String()
 }
 
-func newSQL(w io.Writer, t *mdf.Table, opts Options) (*sqlWriter, error) {
-	sw := &sqlWriter{w: bufio.NewWriterSize(w, 64<<10), t: t}
+// insertable returns the columns an INSERT can set (not computed, not
+// rowversion), the INSERT prefix for the table full, and whether one of
+// them is an identity column.
+func insertable(t *mdf.Table, full string) (cols []int, prefix string, identity bool) {
 	var names []string
 	for i, c := range t.Columns {
 		if c.Computed || c.TypeID == mdf.TypeTimestamp {
 			continue // computed and rowversion values cannot be inserted
 		}
 		if c.Identity {
-			sw.identity = true
+			identity = true
 		}
-		sw.cols = append(sw.cols, i)
+		cols = append(cols, i)
 		names = append(names, QuoteName(c.Name))
 	}
+	return cols, "INSERT INTO " + full + " (" + strings.Join(names, ", ") + ") VALUES ", identity
+}
+
+func newSQL(w io.Writer, t *mdf.Table, opts Options) (*sqlWriter, error) {
+	sw := &sqlWriter{w: bufio.NewWriterSize(w, 64<<10), t: t}
 	full := QuoteName(t.Schema) + "." + QuoteName(t.Name)
-	sw.prefix = "INSERT INTO " + full + " (" + strings.Join(names, ", ") + ") VALUES ("
+	sw.cols, sw.prefix, sw.identity = insertable(t, full)
+	sw.prefix += "("
 	fmt.Fprintf(sw.w, "-- Recovered by rewind from a SQL Server data file.\n")
 	if opts.DeletedColumn {
 		fmt.Fprintf(sw.w, "-- Deleted (ghost or deallocated) rows are included, each marked by a comment.\n")
@@ -323,14 +334,91 @@ func (sw *sqlWriter) WriteRow(r *mdf.Row) error {
 		sw.w.WriteString("-- deleted row:\n")
 	}
 	sw.w.WriteString(sw.prefix)
-	for k, i := range sw.cols {
-		if k > 0 {
-			sw.w.WriteString(", ")
-		}
-		sw.w.WriteString(SQLLiteral(sw.t.Columns[i], r.Values[i]))
-	}
+	writeValues(sw.w, sw.t, sw.cols, r)
 	_, err := sw.w.WriteString(");\n")
 	return err
+}
+
+// writeValues writes the literals of r's insertable columns, separated by
+// commas.
+func writeValues(w io.StringWriter, t *mdf.Table, cols []int, r *mdf.Row) {
+	for k, i := range cols {
+		if k > 0 {
+			w.WriteString(", ")
+		}
+		w.WriteString(SQLLiteral(t.Columns[i], r.Values[i]))
+	}
+}
+
+// Batcher turns the rows of a table into multi-row INSERT statements for
+// a target table (at most 1000 rows, the T-SQL limit, and about MaxBytes
+// of text each), to be run against a live server.
+type Batcher struct {
+	t            *mdf.Table
+	schema, name string
+	Target       string // [schema].[name]
+	cols         []int
+	prefix       string
+	identity     bool
+	MaxBytes     int
+	buf          strings.Builder
+	rows         int
+}
+
+// NewBatcher returns a Batcher of t's rows into schema.name.
+func NewBatcher(t *mdf.Table, schema, name string) *Batcher {
+	b := &Batcher{t: t, schema: schema, name: name, Target: QuoteName(schema) + "." + QuoteName(name), MaxBytes: 1 << 20}
+	b.cols, b.prefix, b.identity = insertable(t, b.Target)
+	return b
+}
+
+// Setup returns the statements that prepare the target: CREATE TABLE and,
+// when the table has an identity column, SET IDENTITY_INSERT ON (which
+// holds for the session: run everything on one connection).
+func (b *Batcher) Setup() []string {
+	s := []string{CreateTableAs(b.t, b.schema, b.name)}
+	if b.identity {
+		s = append(s, "SET IDENTITY_INSERT "+b.Target+" ON;")
+	}
+	return s
+}
+
+// Finish returns the statements that end the copy.
+func (b *Batcher) Finish() []string {
+	if b.identity {
+		return []string{"SET IDENTITY_INSERT " + b.Target + " OFF;"}
+	}
+	return nil
+}
+
+// Add adds a row and returns a complete statement when a batch is full
+// ("" otherwise).
+func (b *Batcher) Add(r *mdf.Row) string {
+	if b.rows == 0 {
+		b.buf.WriteString(b.prefix)
+	} else {
+		b.buf.WriteString(",\n")
+	}
+	b.buf.WriteString("(")
+	writeValues(&b.buf, b.t, b.cols, r)
+	b.buf.WriteString(")")
+	b.rows++
+	if b.rows >= 1000 || b.buf.Len() >= b.MaxBytes {
+		return b.Flush()
+	}
+	return ""
+}
+
+// Flush returns the statement of the rows added since the last one, or ""
+// when there are none.
+func (b *Batcher) Flush() string {
+	if b.rows == 0 {
+		return ""
+	}
+	s := b.buf.String() + ";"
+	b.buf.Reset()
+	b.rows = 0
+	return s
 }
 
 func (sw *sqlWriter) Close() error {

@@ -8,20 +8,6 @@ import (
 	"time"
 )
 
-func TestQuoteName(t *testing.T) {
-	for in, want := range map[string]string{
-		"Sales":      "[Sales]",
-		"odd]name":   "[odd]]name]",
-		"a]]b":       "[a]]]]b]",
-		"with space": "[with space]",
-		"Ünïcode 名前": "[Ünïcode 名前]",
-	} {
-		if got := QuoteName(in); got != want {
-			t.Errorf("QuoteName(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestBadDSN(t *testing.T) {
 	for _, dsn := range []string{"", "server=x;user id=sa", "http://host/", "sqlserver://"} {
 		if _, err := Checkpoint(context.Background(), dsn); err == nil || !strings.Contains(err.Error(), "DSN") {
