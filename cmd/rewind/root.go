@@ -42,6 +42,7 @@ func subcommands() []*cobra.Command {
 		newRestoreCmd(),
 		newExportCmd(),
 		newServeNBDCmd(),
+		newEstimateCmd(),
 		newBootCmd(),
 		newVerifyBootCmd(),
 		newCheckCmd(),
