@@ -89,3 +89,34 @@ func TestUsageMeasuresChangeRate(t *testing.T) {
 		t.Errorf("Need(30) = %.0f, want %.0f", got, want)
 	}
 }
+
+func TestSnapshotAndTapeSets(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	v := setup(t, db)
+	commitPoint(t, db, v, time.Now(), BlockWrite{Blk: 0, Hash: hash("a")})
+	path := t.TempDir() + "/snap.db"
+	if err := db.Snapshot(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := Open(ctx, path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := snap.Points(ctx, "", "")
+	snap.Close()
+	if err != nil || len(ps) != 1 {
+		t.Errorf("snapshot holds points %v (%v), want the one committed", ps, err)
+	}
+	if sets, err := db.TapeSets(ctx); err != nil || len(sets) != 0 {
+		t.Errorf("tape sets before any: %v, %v", sets, err)
+	}
+	want := TapeSet{ID: "s1", Written: time.Unix(100, 0), Tapes: 3, Bytes: 12345, Files: []TapeFile{{Name: "catalog.db", Size: 10, Tape: 1, Record: 1}}}
+	if err := db.RecordTapeSet(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	sets, err := db.TapeSets(ctx)
+	if err != nil || len(sets) != 1 || sets[0].ID != "s1" || sets[0].Tapes != 3 || len(sets[0].Files) != 1 || sets[0].Files[0] != want.Files[0] {
+		t.Errorf("tape sets: %+v, %v", sets, err)
+	}
+}

@@ -43,6 +43,7 @@ func subcommands() []*cobra.Command {
 		newExportCmd(),
 		newServeNBDCmd(),
 		newEstimateCmd(),
+		newTapeCmd(),
 		newBootCmd(),
 		newVerifyBootCmd(),
 		newCheckCmd(),
