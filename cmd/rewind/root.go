@@ -44,6 +44,8 @@ func subcommands() []*cobra.Command {
 		newServeNBDCmd(),
 		newEstimateCmd(),
 		newTapeCmd(),
+		newRetentionCmd(),
+		newPruneCmd(),
 		newBootCmd(),
 		newVerifyBootCmd(),
 		newCheckCmd(),

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,6 +16,7 @@ import (
 
 func newServerCmd() *cobra.Command {
 	var dir, listen, certFile, keyFile string
+	var pruneEvery time.Duration
 	c := &cobra.Command{
 		Use:   "server",
 		Short: "Run the backup server on a repository",
@@ -25,7 +27,10 @@ The repository is created on first start when the directory is absent or empty.
 Connections always use TLS: without --tls-cert/--tls-key the server creates a
 self-signed certificate at <repo>/server.crt, which clients trust with --ca
 (or $REWIND_CA). Stop it with Ctrl-C or SIGTERM; an unclean stop (kill -9, power
-loss) loses nothing that was acknowledged.`,
+loss) loses nothing that was acknowledged.
+
+Every --prune-every the server applies the retention policies by itself
+(rewind retention set), beside ingest; 0 turns that off.`,
 		Example: `  rewind server
   rewind server --repo /srv/rewind --listen 0.0.0.0:7420
   rewind server --tls-cert /etc/rewind/cert.pem --tls-key /etc/rewind/key.pem`,
@@ -34,19 +39,23 @@ loss) loses nothing that was acknowledged.`,
 			if (certFile == "") != (keyFile == "") {
 				return usagef("--tls-cert and --tls-key go together")
 			}
-			return runServer(cmd.Context(), repoDir(dir), listen, certFile, keyFile, nil)
+			if pruneEvery < 0 {
+				return usagef("--prune-every must not be negative")
+			}
+			return runServer(cmd.Context(), repoDir(dir), listen, certFile, keyFile, pruneEvery, nil)
 		},
 	}
 	addRepoFlag(c, &dir)
 	c.Flags().StringVar(&listen, "listen", ingest.DefaultListen, "address to listen on")
 	c.Flags().StringVar(&certFile, "tls-cert", "", "TLS certificate (PEM); default <repo>/server.crt, self-signed on first start")
 	c.Flags().StringVar(&keyFile, "tls-key", "", "TLS private key (PEM); default <repo>/server.key")
+	c.Flags().DurationVar(&pruneEvery, "prune-every", time.Hour, "apply the retention policies this often (0: never)")
 	return c
 }
 
 // runServer serves dir on listen until ctx ends. ready, when set, is told
 // the address once the server accepts connections.
-func runServer(ctx context.Context, dir, listen, certFile, keyFile string, ready func(addr string)) error {
+func runServer(ctx context.Context, dir, listen, certFile, keyFile string, pruneEvery time.Duration, ready func(addr string)) error {
 	repo, err := repository.OpenOrInit(ctx, dir)
 	if err != nil {
 		return err
@@ -74,6 +83,22 @@ func runServer(ctx context.Context, dir, listen, certFile, keyFile string, ready
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	if pruneEvery > 0 {
+		go func() {
+			t := time.NewTicker(pruneEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if _, err := repo.Prune(ctx, time.Now(), false); err != nil && ctx.Err() == nil {
+						slog.Error("scheduled prune failed", "err", err)
+					}
+				}
+			}
+		}()
 	}
 	slog.Info("rewind server listening", "addr", ln.Addr().String(), "repo", repo.Dir)
 	if ready != nil {

@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	h "github.com/rewind-cdp/rewind/test/harness"
+)
+
+// Prune thins a machine's points by its policy while another machine backs
+// up and a reader exports: no backup or read fails, the kept point
+// restores exactly, the dropped points' chunks are freed, and check
+// --read-data stays clean.
+func TestPruneBesideIngestAndReaders(t *testing.T) {
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "repo")
+	s := h.StartServer(t, repo, "127.0.0.1:0")
+	tokA := h.AddMachine(t, repo, "web1")
+	tokB := h.AddMachine(t, repo, "db1")
+	img := filepath.Join(dir, "a.img")
+	h.Image(t, img, 16<<20, 41)
+	for i := range 6 {
+		if i > 0 {
+			h.Mutate(t, img, 0.2, uint64(50+i))
+		}
+		mustBackup(t, s, tokA, "web1", "root", img)
+	}
+	latest := h.SHA256(t, img)
+	h.MustRun(t, nil, "retention", "set", "--repo", repo, "--machine", "web1", "--keep-hourly", "1")
+	if out := h.MustRun(t, nil, "retention", "show", "--repo", repo).Stdout; !strings.Contains(out, "web1") || !strings.Contains(out, "1 hours") {
+		t.Errorf("retention show: %q", out)
+	}
+	dry := h.MustRun(t, nil, "prune", "--repo", repo, "--dry-run").Stdout
+	if !strings.Contains(dry, "web1/root: keeps 1 points, would drop 5") {
+		t.Errorf("prune --dry-run: %q", dry)
+	}
+
+	imgB := filepath.Join(dir, "b.img")
+	h.Image(t, imgB, 8<<20, 42)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	errs := make(chan string, 100)
+	wg.Add(2)
+	go func() { // ingest of another machine
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			h.Mutate(t, imgB, 0.1, uint64(i))
+			if r := s.Backup(t, tokB, "db1", "data", imgB); r.Code != 0 {
+				errs <- "backup during prune: " + r.Stderr
+			}
+		}
+	}()
+	go func() { // a reader of the point that stays
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			out := filepath.Join(dir, fmt.Sprintf("read%d.img", i%2))
+			r := h.Run(t, nil, "export", "--repo", repo, "--machine", "web1", "--volume", "root", "--format", "raw", "--out", out, "--force")
+			if r.Code != 0 {
+				errs <- "read during prune: " + r.Stderr
+			} else if h.SHA256(t, out) != latest {
+				errs <- "read during prune returned different data"
+			}
+		}
+	}()
+	var res struct {
+		Volumes []struct {
+			Dropped []int64 `json:"dropped"`
+		} `json:"volumes"`
+		Chunks     int64 `json:"chunks_freed"`
+		FreedBytes int64 `json:"stored_bytes_freed"`
+	}
+	r := h.MustRun(t, nil, "prune", "--repo", repo, "--json")
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil || len(res.Volumes) != 1 || len(res.Volumes[0].Dropped) != 5 {
+		t.Fatalf("prune --json printed %q (%v); want 5 points of web1/root dropped", r.Stdout, err)
+	}
+	if res.Chunks == 0 || res.FreedBytes == 0 {
+		t.Errorf("prune freed %d chunks, %d bytes; the dropped points held data of their own", res.Chunks, res.FreedBytes)
+	}
+	t.Logf("prune freed %d chunks, %d stored bytes", res.Chunks, res.FreedBytes)
+	var ps []struct {
+		Machine string `json:"machine"`
+	}
+	json.Unmarshal([]byte(h.MustRun(t, nil, "points", "--repo", repo, "--machine", "web1", "--json").Stdout), &ps)
+	if len(ps) != 1 {
+		t.Errorf("web1 has %d points after the prune, want 1", len(ps))
+	}
+	out := filepath.Join(dir, "kept.img")
+	if r := restore(t, repo, "web1", "root", "latest", out); r.Code != 0 || h.SHA256(t, out) != latest {
+		t.Errorf("the kept point does not restore exactly (exit %d)", r.Code)
+	}
+	if r := h.Run(t, nil, "check", "--repo", repo, "--read-data"); r.Code != 0 {
+		t.Errorf("check --read-data after prune: exit %d: %s", r.Code, r.Stderr)
+	}
+	if r := h.Run(t, nil, "retention", "set", "--repo", repo, "--machine", "nosuch", "--keep-daily", "7"); r.Code != 1 {
+		t.Errorf("retention for an unknown machine: exit %d", r.Code)
+	}
+	if r := h.Run(t, nil, "retention", "set", "--repo", repo, "--machine", "web1"); r.Code != 2 {
+		t.Errorf("retention without a rule: exit %d", r.Code)
+	}
+}
