@@ -159,7 +159,11 @@ func (db *DB) DropPoint(ctx context.Context, id int64) (moved, deleted int64, er
 	err = db.tx(ctx, func(tx *sql.Tx) error {
 		var vol int64
 		var state string
-		if err := tx.QueryRowContext(ctx, `SELECT volume_id, state FROM points WHERE id = ?`, id).Scan(&vol, &state); err != nil {
+		err := tx.QueryRowContext(ctx, `SELECT volume_id, state FROM points WHERE id = ?`, id).Scan(&vol, &state)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("drop point %d: it no longer exists: %w", id, ErrNotDroppable)
+		}
+		if err != nil {
 			return fmt.Errorf("drop point %d: %w", id, err)
 		}
 		if state != StateCommitted {
@@ -232,4 +236,32 @@ func (db *DB) DeleteUnreferencedChunks(ctx context.Context) (Garbage, error) {
 		return g, fmt.Errorf("collect unreferenced chunks: %w", err)
 	}
 	return g, nil
+}
+
+// ChunkMove is a chunk copied to another pack by compaction.
+type ChunkMove struct {
+	ID       int64
+	FromPack int64
+	Offset   int64 // in the new pack
+}
+
+// MoveChunks records, in one transaction, a new sealed pack and the chunks
+// copied into it from older packs.
+func (db *DB) MoveChunks(ctx context.Context, pack PackState, moves []ChunkMove) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE packs SET state = ?, size = ? WHERE id = ?`, pack.State, pack.Size, pack.ID); err != nil {
+			return fmt.Errorf("record pack %d: %w", pack.ID, err)
+		}
+		st, err := tx.PrepareContext(ctx, `UPDATE chunks SET pack_id = ?, offset = ? WHERE id = ? AND pack_id = ?`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, m := range moves {
+			if _, err := st.ExecContext(ctx, pack.ID, m.Offset, m.ID, m.FromPack); err != nil {
+				return fmt.Errorf("move chunk %d to pack %d: %w", m.ID, pack.ID, err)
+			}
+		}
+		return nil
+	})
 }

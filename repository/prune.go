@@ -21,12 +21,26 @@ type VolumePrune struct {
 	Skipped []int64        `json:"skipped,omitempty"` // not droppable now (a point in progress follows)
 }
 
+// PruneOptions tune Prune.
+type PruneOptions struct {
+	// DryRun only reports the points that would be dropped.
+	DryRun bool
+	// MinDead is the share of a pack that must be dead (its chunks no
+	// longer indexed) for the pack to be rewritten; 0 uses 0.1, 1 never
+	// rewrites.
+	MinDead float64
+}
+
 // PruneResult is what a prune did.
 type PruneResult struct {
 	Volumes      []VolumePrune `json:"volumes"`
 	Chunks       int64         `json:"chunks_freed"`
 	FreedBytes   int64         `json:"stored_bytes_freed"`
 	PacksDeleted int           `json:"packs_deleted"`
+	// PacksRewritten packs had their live entries copied into new packs,
+	// freeing CompactedBytes of dead entries.
+	PacksRewritten int   `json:"packs_rewritten"`
+	CompactedBytes int64 `json:"compacted_bytes"`
 }
 
 // PolicyFor finds the policy of a volume: its own, else its machine's.
@@ -43,7 +57,8 @@ func PolicyFor(policies map[string]catalog.Policy, machine, volume string) (cata
 // next point, unreferenced chunks forgotten, packs left without chunks
 // deleted. It runs beside ingest and readers; with dryRun it only reports
 // the points it would drop.
-func (r *Repo) Prune(ctx context.Context, now time.Time, dryRun bool) (PruneResult, error) {
+func (r *Repo) Prune(ctx context.Context, now time.Time, opt PruneOptions) (PruneResult, error) {
+	dryRun := opt.DryRun
 	var res PruneResult
 	policies, err := r.Catalog.Policies(ctx)
 	if err != nil {
@@ -105,11 +120,21 @@ func (r *Repo) Prune(ctx context.Context, now time.Time, dryRun bool) (PruneResu
 		}
 		res.PacksDeleted++
 	}
+	minDead := opt.MinDead
+	if minDead == 0 {
+		minDead = 0.1
+	}
+	if minDead < 1 {
+		if res.PacksRewritten, res.CompactedBytes, err = r.compact(ctx, minDead); err != nil {
+			return res, err
+		}
+	}
 	if n := 0; len(res.Volumes) > 0 {
 		for _, v := range res.Volumes {
 			n += len(v.Dropped)
 		}
-		slog.Info("pruned", "points", n, "chunks", res.Chunks, "stored_bytes", res.FreedBytes, "packs", res.PacksDeleted)
+		slog.Info("pruned", "points", n, "chunks", res.Chunks, "stored_bytes", res.FreedBytes, "packs_deleted", res.PacksDeleted,
+			"packs_rewritten", res.PacksRewritten, "compacted_bytes", res.CompactedBytes)
 	}
 	return res, nil
 }

@@ -2,8 +2,10 @@ package repository
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"runtime"
 	"sync"
 
@@ -86,6 +88,16 @@ func (pr *PointReader) ReadBlock(ctx context.Context, blk int64, dst []byte) ([]
 		return append(dst, make([]byte, n)...), nil
 	}
 	data, err := pr.repo.ReadChunk(ctx, ref, dst)
+	if errors.Is(err, fs.ErrNotExist) {
+		// A prune rewrote the pack since the block map was read: look the
+		// block up again.
+		pr.mu.Lock()
+		delete(pr.windows, blk/mapWindow)
+		pr.mu.Unlock()
+		if ref, err = pr.Block(ctx, blk); err == nil {
+			data, err = pr.repo.ReadChunk(ctx, ref, dst)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s/%s point %d, block %d: %w", pr.point.Machine, pr.point.Volume, pr.point.ID, blk, err)
 	}

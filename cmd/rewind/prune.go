@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewind-cdp/rewind/catalog"
+	"github.com/rewind-cdp/rewind/repository"
 )
 
 // policyFlags are the --keep-* flags of a retention policy.
@@ -147,18 +148,17 @@ policy are never pruned.`,
 func newPruneCmd() *cobra.Command {
 	var dir string
 	var dryRun, asJSON bool
+	var minDead float64
 	c := &cobra.Command{
 		Use:   "prune",
 		Short: "Thin points by the retention policies and free what no point needs",
 		Long: `Apply the retention policies (rewind retention set): drop the points a policy
 does not keep, merging their block versions into the next point so every kept
 point reads exactly as before, then forget the chunks no point needs and
-delete packs left without chunks. Runs beside a running server, its ingest
-and mounts; --dry-run lists what would be dropped. The server also prunes by
-itself every --prune-every (rewind server --help).
-
-Space held by dropped chunks inside packs that still hold live chunks is not
-reclaimed yet (packs are not rewritten).`,
+delete packs left without chunks; packs whose dead share reaches
+--rewrite-dead are rewritten with their live entries only. Runs beside a
+running server, its ingest and mounts; --dry-run lists what would be dropped.
+The server also prunes by itself every --prune-every (rewind server --help).`,
 		Example: `  rewind prune --dry-run
   rewind prune --json`,
 		Args: args(cobra.NoArgs),
@@ -169,7 +169,10 @@ reclaimed yet (packs are not rewritten).`,
 				return err
 			}
 			defer repo.Close()
-			res, err := repo.Prune(ctx, time.Now(), dryRun)
+			if minDead <= 0 || minDead > 1 {
+				return usagef("--rewrite-dead must be in (0, 1]")
+			}
+			res, err := repo.Prune(ctx, time.Now(), repository.PruneOptions{DryRun: dryRun, MinDead: minDead})
 			if err != nil {
 				return err
 			}
@@ -193,13 +196,15 @@ reclaimed yet (packs are not rewritten).`,
 				fmt.Fprintln(out)
 			}
 			if !dryRun {
-				fmt.Fprintf(out, "freed %d chunks (%s stored), deleted %d packs\n", res.Chunks, humanBytes(res.FreedBytes), res.PacksDeleted)
+				fmt.Fprintf(out, "freed %d chunks (%s stored); deleted %d packs, rewrote %d (%s of dead entries freed)\n",
+					res.Chunks, humanBytes(res.FreedBytes), res.PacksDeleted, res.PacksRewritten, humanBytes(res.CompactedBytes))
 			}
 			return nil
 		},
 	}
 	addRepoFlag(c, &dir)
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "only list the points that would be dropped")
+	c.Flags().Float64Var(&minDead, "rewrite-dead", 0.1, "rewrite a pack once this share of it is dead (1: only delete wholly dead packs)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }

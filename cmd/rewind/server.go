@@ -93,7 +93,7 @@ func runServer(ctx context.Context, dir, listen, certFile, keyFile string, prune
 				case <-ctx.Done():
 					return
 				case <-t.C:
-					if _, err := repo.Prune(ctx, time.Now(), false); err != nil && ctx.Err() == nil {
+					if _, err := repo.Prune(ctx, time.Now(), repository.PruneOptions{}); err != nil && ctx.Err() == nil {
 						slog.Error("scheduled prune failed", "err", err)
 					}
 				}

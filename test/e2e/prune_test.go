@@ -111,6 +111,31 @@ func TestPruneBesideIngestAndReaders(t *testing.T) {
 	if r := h.Run(t, nil, "check", "--repo", repo, "--read-data"); r.Code != 0 {
 		t.Errorf("check --read-data after prune: exit %d: %s", r.Code, r.Stderr)
 	}
+	// Quiet now: four more points of web1, each with data of its own, then
+	// a prune drops the three older ones (and the one kept before): the
+	// packs shrink by what those points alone held.
+	for i := range 4 {
+		h.Mutate(t, img, 0.2, uint64(70+i))
+		mustBackup(t, s, tokA, "web1", "root", img)
+	}
+	latest = h.SHA256(t, img)
+	before := h.DirSize(t, filepath.Join(repo, "packs"))
+	r = h.MustRun(t, nil, "prune", "--repo", repo, "--json", "--rewrite-dead", "0.05")
+	res.FreedBytes = 0
+	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil {
+		t.Fatal(err)
+	}
+	after := h.DirSize(t, filepath.Join(repo, "packs"))
+	t.Logf("second prune: freed %d stored bytes of chunks; packs %d -> %d bytes (-%d)", res.FreedBytes, before, after, before-after)
+	if shrink := before - after; float64(shrink) < 0.9*float64(res.FreedBytes) || res.FreedBytes == 0 {
+		t.Errorf("packs shrank by %d bytes; the dropped points alone held %d", shrink, res.FreedBytes)
+	}
+	if r := restore(t, repo, "web1", "root", "latest", out+"2"); r.Code != 0 || h.SHA256(t, out+"2") != latest {
+		t.Errorf("the kept point does not restore exactly after compaction (exit %d)", r.Code)
+	}
+	if r := h.Run(t, nil, "check", "--repo", repo, "--read-data"); r.Code != 0 {
+		t.Errorf("check --read-data after compaction: exit %d: %s", r.Code, r.Stderr)
+	}
 	if r := h.Run(t, nil, "retention", "set", "--repo", repo, "--machine", "nosuch", "--keep-daily", "7"); r.Code != 1 {
 		t.Errorf("retention for an unknown machine: exit %d", r.Code)
 	}
