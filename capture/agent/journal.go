@@ -29,9 +29,9 @@ type journal struct {
 	// holds counts gaps whose changed blocks are still being gathered from
 	// elsewhere (a QEMU dirty bitmap): until they are, the shipper must not
 	// resynchronise.
-	holds int
-	err       error // a spool write error: the agent must rescan
-	notify    chan struct{}
+	holds  int
+	err    error // a spool write error: the agent must rescan
+	notify chan struct{}
 }
 
 func newJournal(sp *spool.Spool, blockSize int64) *journal {

@@ -594,7 +594,6 @@ func (r *qemuRun) restart(ctx context.Context) error {
 	return nil
 }
 
-
 // mirrorTarget is the agent's NBD export QEMU mirrors into: it stores
 // nothing, it journals.
 type mirrorTarget struct {
