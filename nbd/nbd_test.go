@@ -240,3 +240,57 @@ func TestQemuServer(t *testing.T) {
 		t.Fatalf("dirty extents %v, want %v", dirty, want)
 	}
 }
+
+func TestOverlay(t *testing.T) {
+	ctx := context.Background()
+	const size = 1<<20 + 1000 // not a whole number of blocks
+	base := make([]byte, size)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range base {
+		base[i] = byte(rng.Uint32())
+	}
+	orig := bytes.Clone(base)
+	scratch, err := os.CreateTemp(t.TempDir(), "scratch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer scratch.Close()
+	o := NewOverlay(bytes.NewReader(base), size, scratch)
+	want := bytes.Clone(base)
+	// Random writes, zeroes and reads against a model.
+	for i := range 500 {
+		off := rng.Int64N(size)
+		n := 1 + rng.Int64N(min(size-off, 20000))
+		switch i % 3 {
+		case 0:
+			p := make([]byte, n)
+			for j := range p {
+				p[j] = byte(rng.Uint32())
+			}
+			if err := o.WriteAt(ctx, p, off); err != nil {
+				t.Fatal(err)
+			}
+			copy(want[off:], p)
+		case 1:
+			if err := o.Zero(ctx, off, n); err != nil {
+				t.Fatal(err)
+			}
+			clear(want[off : off+n])
+		default:
+			got := make([]byte, n)
+			if err := o.ReadAt(ctx, got, off); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want[off:off+n]) {
+				t.Fatalf("read %d at %d differs from the model", n, off)
+			}
+		}
+	}
+	got := make([]byte, size)
+	if err := o.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("whole read: %v, equal %v", err, bytes.Equal(got, want))
+	}
+	if !bytes.Equal(base, orig) {
+		t.Fatal("the overlay changed its base")
+	}
+}

@@ -40,6 +40,7 @@ func subcommands() []*cobra.Command {
 		newBackupCmd(),
 		newPointsCmd(),
 		newRestoreCmd(),
+		newServeNBDCmd(),
 		newCheckCmd(),
 		newDemoCmd(),
 		newAgentCmd(),
