@@ -322,6 +322,24 @@ func (r *qemuRun) clearStale(ctx context.Context) {
 	}
 }
 
+// jobRunning reports whether QEMU lists the mirror job (as running,
+// ready or paused; a concluded job is gone for us).
+func (r *qemuRun) jobRunning(ctx context.Context) bool {
+	var jobs []struct {
+		Device string `json:"device"`
+		Status string `json:"status"`
+	}
+	if err := r.qmp.Execute(ctx, "query-block-jobs", nil, &jobs); err != nil {
+		return false
+	}
+	for _, j := range jobs {
+		if j.Device == r.jobID && j.Status != "concluded" && j.Status != "aborting" && j.Status != "null" {
+			return true
+		}
+	}
+	return false
+}
+
 func (r *qemuRun) waitJobGone(ctx context.Context, d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
@@ -528,6 +546,9 @@ func (r *qemuRun) watch(ctx context.Context) error {
 			if ev.Name == "BLOCK_JOB_ERROR" {
 				slog.Warn("QEMU mirror job error", "job", r.jobID, "operation", d.Op, "action", d.Action)
 				continue
+			}
+			if r.jobRunning(ctx) {
+				continue // an earlier job of this id (one cleared at start)
 			}
 			reason := "the QEMU mirror job ended (" + strings.ToLower(strings.TrimPrefix(ev.Name, "BLOCK_JOB_"))
 			if d.Error != "" {
