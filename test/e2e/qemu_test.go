@@ -295,12 +295,15 @@ func TestAgentProtectsQemuDisk(t *testing.T) {
 	spool := filepath.Join(dir, "spool")
 	r := rand.New(rand.NewPCG(6, 6))
 
+	t0 := time.Now()
 	a := startQemuAgent(t, s, token, vm, spool)
+	t.Logf("agent started at %s", time.Since(t0).Round(time.Millisecond))
 	// Writes while the seeding runs, and after.
 	vm.write(t, randomWrites(r, size, 40)...)
 	vm.write(t, "write -P 0x77 1M 8M", "write -z 2M 64k", "discard 40M 512k")
 	waitCaughtUp(t, spool, a)
 	compareLatest(t, repo, dir, vm, a, "after seeding and writes")
+	t.Logf("seeding and writes exact at %s", time.Since(t0).Round(time.Millisecond))
 
 	// The mirror job dies; writes go on. The agent restarts the mirror and
 	// re-sends the blocks the dirty bitmap marks.
@@ -321,6 +324,7 @@ func TestAgentProtectsQemuDisk(t *testing.T) {
 	vm.write(t, randomWrites(r, size, 20)...)
 	waitCaughtUp(t, spool, a)
 	compareLatest(t, repo, dir, vm, a, "after the mirror job was killed")
+	t.Logf("mirror job killed, gap closed, exact at %s", time.Since(t0).Round(time.Millisecond))
 	if !strings.Contains(a.logText(), "blocks changed outside the journal") {
 		t.Errorf("the agent did not resynchronise from the bitmap:\n%s", a.logText())
 	}
@@ -334,6 +338,7 @@ func TestAgentProtectsQemuDisk(t *testing.T) {
 	waitGap(t, spool, a, "the agent was stopped")
 	waitCaughtUp(t, spool, a)
 	compareLatest(t, repo, dir, vm, a, "after a restart of the agent")
+	t.Logf("agent restarted, exact at %s", time.Since(t0).Round(time.Millisecond))
 	a.stop(t)
 	if t.Failed() {
 		t.Logf("agent log:\n%s", a.logText())
