@@ -283,7 +283,8 @@ func compareLatest(t *testing.T, repo, dir string, vm *qemuVM, a *qemuAgent, wha
 // A QEMU disk protected through a write-blocking mirror: writes through
 // QEMU are captured exactly; a killed mirror job is restarted and the gap
 // closed from the dirty bitmap; writes while the agent is stopped are
-// re-sent from the persistent bitmap at the next start.
+// re-sent from the persistent bitmap at the next start; after kill -9 the
+// next run compares the whole disk.
 func TestAgentProtectsQemuDisk(t *testing.T) {
 	testenv.NeedTool(t, "qemu-system-x86_64", "qemu-img", "qemu-io")
 	dir := t.TempDir()
@@ -339,6 +340,21 @@ func TestAgentProtectsQemuDisk(t *testing.T) {
 	waitCaughtUp(t, spool, a)
 	compareLatest(t, repo, dir, vm, a, "after a restart of the agent")
 	t.Logf("agent restarted, exact at %s", time.Since(t0).Round(time.Millisecond))
+
+	// Killed, the agent leaves its mirror job, target node and export in
+	// QEMU; writes go on. The next run clears them and compares the whole
+	// disk with the server.
+	vm.write(t, randomWrites(r, size, 10)...)
+	a.cmd.Process.Kill()
+	<-a.done
+	vm.write(t, randomWrites(r, size, 20)...)
+	vm.write(t, "write -P 0x44 30M 1M")
+	a = startQemuAgent(t, s, token, vm, spool)
+	waitGap(t, spool, a, "unclean stop")
+	vm.write(t, randomWrites(r, size, 10)...)
+	waitCaughtUp(t, spool, a)
+	compareLatest(t, repo, dir, vm, a, "after kill -9 of the agent")
+	t.Logf("agent killed and restarted, exact at %s", time.Since(t0).Round(time.Millisecond))
 	a.stop(t)
 	if t.Failed() {
 		t.Logf("agent log:\n%s", a.logText())
