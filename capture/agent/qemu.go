@@ -26,6 +26,11 @@ type QemuConfig struct {
 	// (nbd-server-start); empty: the agent starts one in its spool
 	// directory, and stops it when done.
 	QemuNBD string
+	// BitmapPeriod is how often the dirty bitmap is renewed (default 10
+	// minutes): the agent keeps the current and the previous one, so a
+	// resynchronisation reads the blocks written in the last one to two
+	// periods, and a write may take up to a period to reach the agent.
+	BitmapPeriod time.Duration
 }
 
 // QEMU protection. The agent serves an NBD export of its own whose every
@@ -50,9 +55,9 @@ type qemuRun struct {
 	jobID     string
 	agentSock string
 	qemuSock  string
-	persist   bool // the bitmap lives in the image (qcow2)
-	bitmap    string
-	gen       int // mirror target generation (a fresh node per mirror)
+	persist   bool     // the bitmap lives in the image (qcow2)
+	bitmaps   []string // the agent's bitmaps on the node, oldest first
+	gen       int      // mirror target generation (a fresh node per mirror)
 	target    string
 	volSize   int64
 }
@@ -388,8 +393,21 @@ func (r *qemuRun) addBitmap(ctx context.Context) error {
 	if err := r.qmp.Execute(ctx, "block-dirty-bitmap-add", map[string]any{"node": r.q.Node, "name": name, "persistent": r.persist}, nil); err != nil {
 		return fmt.Errorf("dirty bitmap on %s: %w", r.q.Node, err)
 	}
-	r.bitmap = name
+	r.bitmaps = append(r.bitmaps, name)
 	return nil
+}
+
+// rotateBitmap adds a fresh bitmap and removes all but the newest two.
+func (r *qemuRun) rotateBitmap(ctx context.Context) {
+	if err := r.addBitmap(ctx); err != nil {
+		slog.Warn("renewing the dirty bitmap failed; the current one goes on recording", "err", err)
+		return
+	}
+	for len(r.bitmaps) > 2 {
+		r.removeBitmap(ctx, r.bitmaps[0])
+		r.bitmaps = r.bitmaps[1:]
+	}
+	slog.Info("dirty bitmap renewed", "volume", r.vol, "bitmaps", r.bitmaps)
 }
 
 func (r *qemuRun) removeBitmap(ctx context.Context, name string) {
@@ -451,7 +469,7 @@ func (r *qemuRun) resyncFromBitmaps(ctx context.Context, old []string) error {
 		if err := r.qmp.Execute(ctx, "transaction", map[string]any{"actions": actions}, nil); err != nil {
 			return fmt.Errorf("rotate the dirty bitmap: %w", err)
 		}
-		r.bitmap = name
+		r.bitmaps = []string{name}
 		return nil
 	}(); err != nil {
 		return err
@@ -520,10 +538,20 @@ func (r *qemuRun) readBitmap(ctx context.Context, name string) ([]int64, error) 
 // from the dirty bitmap.
 func (r *qemuRun) watch(ctx context.Context) error {
 	events := r.qmp.Events()
+	period := r.q.BitmapPeriod
+	if period <= 0 {
+		period = 10 * time.Minute
+	}
+	renew := time.NewTicker(period)
+	defer renew.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-renew.C:
+			if r.jobRunning(ctx) {
+				r.rotateBitmap(ctx)
+			}
 		case ev, ok := <-events:
 			if !ok {
 				return errQemuGone
@@ -602,7 +630,7 @@ func (r *qemuRun) restart(ctx context.Context) error {
 		backoff = min(2*backoff, 5*time.Second)
 	}
 	slog.Info("QEMU mirror restarted", "volume", r.vol, "target", r.target)
-	if err := r.resyncFromBitmaps(ctx, []string{r.bitmap}); err != nil {
+	if err := r.resyncFromBitmaps(ctx, slices.Clone(r.bitmaps)); err != nil {
 		// Without the bitmap only a whole-volume comparison closes the gap.
 		slog.Warn("reading QEMU's dirty bitmap failed: the whole volume will be compared with the server", "err", err)
 		all := make([]int64, 0)

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -14,6 +15,7 @@ func newAgentProtectQemuCmd() *cobra.Command {
 	var cf clientFlags
 	var machine, volume, qmpSock, node, qemuNBD, spoolDir string
 	var spoolLimit, blockSize int64
+	var bitmapPeriod time.Duration
 	c := &cobra.Command{
 		Use:   "protect-qemu --qmp SOCKET --node NODE",
 		Short: "Protect a disk of a running QEMU/KVM virtual machine through a write-blocking mirror",
@@ -39,6 +41,8 @@ image, when the node is qcow2) records the same writes. If the mirror job ends
 (cancelled, or an error), the agent opens a gap, restarts the mirror, reads
 the blocks the bitmap marks through QEMU's NBD export of the bitmap and
 re-sends those that changed; the gap is closed once they are on the server.
+The bitmap is renewed every --bitmap-period (the previous one is kept too), so
+a resynchronisation reads the blocks written in the last one or two periods.
 When the agent stops (Ctrl-C, SIGTERM) it ends the mirror and leaves the
 bitmap recording, so the next run re-sends only what changed meanwhile. After
 an unclean stop, or if the bitmap is gone (a raw disk and QEMU restarted), it
@@ -72,6 +76,9 @@ Needs neither root nor FUSE, only access to the two sockets.`,
 					return usageError{err}
 				}
 			}
+			if bitmapPeriod < time.Second {
+				return usagef("--bitmap-period must be at least 1s")
+			}
 			if spoolLimit < 1<<20 {
 				return usagef("--spool-limit must be at least 1 MiB")
 			}
@@ -90,7 +97,7 @@ Needs neither root nor FUSE, only access to the two sockets.`,
 				Client: client, Machine: machine, Volume: volume, Source: "qemu:" + node, BlockSize: blockSize,
 				Spool: spoolDir, SpoolLimit: spoolLimit,
 			}
-			q := agent.QemuConfig{QMP: qmpSock, Node: node, QemuNBD: qemuNBD}
+			q := agent.QemuConfig{QMP: qmpSock, Node: node, QemuNBD: qemuNBD, BitmapPeriod: bitmapPeriod}
 			return agent.RunQemu(cmd.Context(), cfg, q, func(target string) { fmt.Fprintln(out, target) })
 		},
 	}
@@ -103,5 +110,6 @@ Needs neither root nor FUSE, only access to the two sockets.`,
 	c.Flags().StringVar(&spoolDir, "spool", "", "spool directory (default /var/lib/rewind/agent/MACHINE-VOLUME)")
 	c.Flags().Int64Var(&spoolLimit, "spool-limit", 1<<30, "largest the spool may grow, in bytes, while the server is unreachable")
 	c.Flags().Int64Var(&blockSize, "block-size", 0, "block size for a new volume (default 65536)")
+	c.Flags().DurationVar(&bitmapPeriod, "bitmap-period", 10*time.Minute, "renew the dirty bitmap this often")
 	return c
 }

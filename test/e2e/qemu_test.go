@@ -160,7 +160,7 @@ func startQemuAgent(t *testing.T, s *h.Server, token string, vm *qemuVM, spool s
 	a := &qemuAgent{done: make(chan struct{}), log: filepath.Join(t.TempDir(), "agent.log")}
 	logf, _ := os.Create(a.log)
 	a.cmd = exec.Command(h.Binary(t), "agent", "protect-qemu", "--server", s.URL, "--ca", s.CA, "--token", token,
-		"--machine", "vm", "--volume", "disk0", "--qmp", vm.qmpSock, "--node", "disk0", "--qemu-nbd", vm.nbdSock, "--spool", spool)
+		"--machine", "vm", "--volume", "disk0", "--qmp", vm.qmpSock, "--node", "disk0", "--qemu-nbd", vm.nbdSock, "--spool", spool, "--bitmap-period", "2s")
 	a.cmd.Stderr = logf
 	out, _ := a.cmd.StdoutPipe()
 	if err := a.cmd.Start(); err != nil {
@@ -328,6 +328,9 @@ func TestAgentProtectsQemuDisk(t *testing.T) {
 	waitCaughtUp(t, spool, a)
 	compareLatest(t, repo, dir, vm, a, "after the mirror job was killed")
 	t.Logf("mirror job killed, gap closed, exact at %s", time.Since(t0).Round(time.Millisecond))
+	if !strings.Contains(a.logText(), "dirty bitmap renewed") {
+		t.Errorf("the agent never renewed its dirty bitmap:\n%s", a.logText())
+	}
 	if !strings.Contains(a.logText(), "blocks changed outside the journal") {
 		t.Errorf("the agent did not resynchronise from the bitmap:\n%s", a.logText())
 	}
