@@ -210,6 +210,11 @@ func RunQemu(ctx context.Context, cfg Config, q QemuConfig, ready func(target st
 			slog.Warn("reading QEMU's dirty bitmap failed: comparing the whole volume with the server", "err", err)
 			rescan = true
 			j.releaseGap(nil)
+			if len(r.bitmaps) == 0 {
+				if err := r.addBitmap(ctx); err != nil {
+					slog.Warn("no dirty bitmap: if the mirror job ends, the whole volume will be compared", "err", err)
+				}
+			}
 		}
 	}
 	slog.Info("protecting", "machine", cfg.Machine, "volume", cfg.Volume, "qemu_node", q.Node, "mirror_target", r.agentSock, "persistent_bitmap", r.persist)
@@ -630,7 +635,11 @@ func (r *qemuRun) restart(ctx context.Context) error {
 		backoff = min(2*backoff, 5*time.Second)
 	}
 	slog.Info("QEMU mirror restarted", "volume", r.vol, "target", r.target)
-	if err := r.resyncFromBitmaps(ctx, slices.Clone(r.bitmaps)); err != nil {
+	err := errors.New("no dirty bitmap on the node")
+	if len(r.bitmaps) > 0 {
+		err = r.resyncFromBitmaps(ctx, slices.Clone(r.bitmaps))
+	}
+	if err != nil {
 		// Without the bitmap only a whole-volume comparison closes the gap.
 		slog.Warn("reading QEMU's dirty bitmap failed: the whole volume will be compared with the server", "err", err)
 		all := make([]int64, 0)
