@@ -49,9 +49,14 @@ func Dial(ctx context.Context, addr, name string, opt DialOptions) (*Client, err
 	if err != nil {
 		return nil, fmt.Errorf("nbd dial %s: %w", addr, err)
 	}
+	return newClient(ctx, conn, addr, name, opt)
+}
+
+// newClient runs the handshake on conn (closed on failure).
+func newClient(ctx context.Context, conn net.Conn, addr, name string, opt DialOptions) (*Client, error) {
 	c := &Client{conn: conn, r: bufio.NewReaderSize(conn, 128<<10), w: bufio.NewWriterSize(conn, 128<<10), maxBlock: MaxRequest}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	err = c.handshake(name, opt)
+	err := c.handshake(name, opt)
 	if !stop() {
 		err = errors.Join(err, ctx.Err())
 	}

@@ -382,17 +382,23 @@ func (s *Server) transmit(ctx context.Context, r *bufio.Reader, w *bufio.Writer,
 			if n > MaxRequest {
 				return fmt.Errorf("nbd: write of %d bytes at %d is larger than the %d advertised", n, o, MaxRequest)
 			}
-			p := grow(&buf, n)
-			if _, err := io.ReadFull(r, p); err != nil {
-				return fmt.Errorf("nbd write data at %d: %w", o, err)
-			}
 			var err error
 			switch {
 			case b.ReadOnly():
 				err = ErrReadOnly
 			case !inRange:
 				err = ErrNoSpace
-			default:
+			}
+			if err != nil {
+				// Refused: skip the data without holding it.
+				if _, err := io.CopyN(io.Discard, r, n); err != nil {
+					return fmt.Errorf("nbd write data at %d: %w", o, err)
+				}
+			} else {
+				p := grow(&buf, n)
+				if _, err := io.ReadFull(r, p); err != nil {
+					return fmt.Errorf("nbd write data at %d: %w", o, err)
+				}
 				err = b.WriteAt(ctx, p, o)
 				if err == nil && flags&cmdFlagFUA != 0 {
 					err = b.Flush(ctx)

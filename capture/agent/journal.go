@@ -26,8 +26,12 @@ type journal struct {
 	overflow  bool
 	overSince time.Time
 	dirty     map[int64]struct{}
-	err       error // a spool write error: the agent must rescan
-	notify    chan struct{}
+	// holds counts gaps whose changed blocks are still being gathered from
+	// elsewhere (a QEMU dirty bitmap): until they are, the shipper must not
+	// resynchronise.
+	holds  int
+	err    error // a spool write error: the agent must rescan
+	notify chan struct{}
 }
 
 func newJournal(sp *spool.Spool, blockSize int64) *journal {
@@ -103,6 +107,7 @@ func (j *journal) takeOverflow() (blocks []int64, since time.Time, from uint64, 
 	if !j.overflow {
 		return nil, time.Time{}, 0, false
 	}
+	blocks = make([]int64, 0, len(j.dirty)) // not nil: nil would mean the whole volume to Scan
 	for b := range j.dirty {
 		blocks = append(blocks, b)
 	}
@@ -117,6 +122,44 @@ func (j *journal) overflowed() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.overflow
+}
+
+// resyncDue reports whether changes are missing from the spool and the
+// list of their blocks is complete.
+func (j *journal) resyncDue() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.overflow && j.holds == 0
+}
+
+// holdGap opens a gap at t for changes the journal never saw (a QEMU
+// mirror job that ended): from now on changes are kept out of the spool,
+// as after an overflow, and the shipper waits for releaseGap to hand over
+// the blocks changed meanwhile.
+func (j *journal) holdGap(t time.Time) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.overflow {
+		j.overflow, j.overSince = true, t
+	}
+	j.holds++
+}
+
+// releaseGap adds the blocks changed during a held gap and lets the
+// shipper resynchronise them.
+func (j *journal) releaseGap(blocks []int64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, b := range blocks {
+		j.dirty[b] = struct{}{}
+	}
+	if !j.overflow {
+		// A whole-volume scan took the gap meanwhile; these blocks may
+		// have changed after it read them.
+		j.overflow, j.overSince = true, time.Now()
+	}
+	j.holds--
+	j.wake()
 }
 
 // Bookmark journals an application-consistent moment (the caller has

@@ -3,8 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -20,7 +20,7 @@ const overflowGap = "spool full while the server was unreachable; changed blocks
 // journal could not keep.
 type shipper struct {
 	cfg     Config
-	src     *os.File
+	src     io.ReaderAt // the volume, read for scans and resynchronisations
 	size    int64
 	spool   *spool.Spool
 	journal *journal
@@ -132,7 +132,7 @@ func (s *shipper) session(ctx context.Context) error {
 // loop ships journal records from seq from on, forever.
 func (s *shipper) loop(ctx context.Context, st *ingest.Stream, from uint64) error {
 	for {
-		overflowed := s.journal.overflowed()
+		overflowed := s.journal.resyncDue()
 		// Before a resynchronisation, everything journaled goes into a point:
 		// the last exact one before the gap.
 		if err := s.ship(ctx, st, from, overflowed); err != nil {

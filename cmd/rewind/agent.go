@@ -24,10 +24,10 @@ func newAgentCmd() *cobra.Command {
 		Short: "Protect volumes continuously: every write reaches the server within a second",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usagef("agent needs a subcommand (protect, status)")
+			return usagef("agent needs a subcommand (protect, protect-qemu, run, status)")
 		},
 	}
-	c.AddCommand(newAgentProtectCmd(), newAgentRunCmd(), newAgentStatusCmd())
+	c.AddCommand(newAgentProtectCmd(), newAgentProtectQemuCmd(), newAgentRunCmd(), newAgentStatusCmd())
 	return c
 }
 
