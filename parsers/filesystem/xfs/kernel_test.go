@@ -384,3 +384,63 @@ func fragment(t *testing.T, a, b string, blocks int, bs int64) {
 		}
 	}
 }
+
+// BenchmarkList10k lists a 10,000-entry directory with every entry's
+// attributes, cold: the reader opened afresh each time, and as the peer
+// the kernel on a fresh mount of the same image (getdents + lstat, what
+// `ls -l` does).
+func BenchmarkList10k(b *testing.B) {
+	testenv.NeedRoot(b)
+	testenv.NeedTool(b, "mkfs.xfs", "mount", "umount", "losetup")
+	dir := b.TempDir()
+	img, mnt := filepath.Join(dir, "xfs.img"), filepath.Join(dir, "mnt")
+	must(b, os.Mkdir(mnt, 0o755))
+	run(b, "truncate", "-s", "300M", img)
+	run(b, "mkfs.xfs", "-q", "-f", img)
+	mounted := false
+	b.Cleanup(func() {
+		if mounted {
+			_ = exec.Command("umount", mnt).Run()
+		}
+		detach(img)
+	})
+	mount := func(opts string) { run(b, "mount", "-o", "loop,"+opts, img, mnt); mounted = true }
+	umount := func() { run(b, "umount", mnt); mounted = false; detach(img) }
+	mount("rw")
+	must(b, os.Mkdir(filepath.Join(mnt, "many"), 0o755))
+	for i := 0; i < 10000; i++ {
+		must(b, os.WriteFile(filepath.Join(mnt, "many", fmt.Sprintf("entry-%05d", i)), []byte{byte(i)}, 0o644))
+	}
+	umount()
+	b.Run("reader", func(b *testing.B) {
+		fh, err := os.Open(img)
+		must(b, err)
+		defer fh.Close()
+		fi, _ := fh.Stat()
+		for b.Loop() {
+			f, err := Open(context.Background(), fh, fi.Size())
+			must(b, err)
+			es, err := f.ReadDir(context.Background(), "/many")
+			if err != nil || len(es) != 10000 {
+				b.Fatalf("%d entries, %v", len(es), err)
+			}
+		}
+	})
+	b.Run("kernel", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			mount("ro")
+			b.StartTimer()
+			names, err := os.ReadDir(filepath.Join(mnt, "many"))
+			must(b, err)
+			for _, n := range names {
+				if _, err := os.Lstat(filepath.Join(mnt, "many", n.Name())); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			umount()
+			b.StartTimer()
+		}
+	})
+}

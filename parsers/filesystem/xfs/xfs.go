@@ -78,6 +78,7 @@ type super struct {
 	maxLblk    uint64 // file block numbers at or past this overflow byte offsets
 	v5         bool
 	ftype      bool // directory entries carry a file type byte
+	asciiCI    bool // names are looked up ignoring ASCII case (mkfs -n version=ci)
 	label      string
 }
 
@@ -177,13 +178,15 @@ func readSuper(r io.ReaderAt, size int64) (super, error) {
 		maxLblk: uint64(math.MaxInt64) / bs,
 		label:   strings.TrimRight(string(b[108:120]), "\x00"),
 	}
+	sb.asciiCI = version&0x4000 != 0 // XFS_SB_VERSION_BORGBIT
 	switch version & 0xf {
 	case 5:
 		sb.v5 = true
 		sb.ftype = be.Uint32(b[216:])&1 != 0 // XFS_SB_FEAT_INCOMPAT_FTYPE
 	case 4:
-		// XFS_SB_VERSION_MOREBITSBIT, then XFS_SB_VERSION2_FTYPE.
-		sb.ftype = version&0x8000 != 0 && be.Uint32(b[200:])&0x200 != 0
+		// XFS_SB_VERSION_MOREBITSBIT, then XFS_SB_VERSION2_FTYPE in
+		// features2 or, as old kernels misplaced it, in bad_features2.
+		sb.ftype = version&0x8000 != 0 && (be.Uint32(b[200:])|be.Uint32(b[204:]))&0x200 != 0
 		if version&0x2000 == 0 { // XFS_SB_VERSION_DIRV2BIT
 			return bad(100, "version 1 directories are not supported")
 		}
@@ -551,6 +554,33 @@ func (d *dir) add(n string, ino uint64) {
 	d.inos = append(d.inos, ino)
 }
 
+// foldLookup finds a name ignoring ASCII case, as XFS does on volumes
+// made with -n version=ci (an exact match is tried first).
+func (d *dir) foldLookup(n string) (int, bool) {
+	for i, c := range d.names {
+		if len(c) == len(n) && asciiFoldEqual(c, n) {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+func asciiFoldEqual(a, b string) bool {
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
 // readDir parses a directory inode in any format (cached by inode).
 func (f *FS) readDir(ctx context.Context, in *inode) (*dir, error) {
 	if d, ok := f.dirs.Get(in.ino); ok {
@@ -729,6 +759,9 @@ func (f *FS) lookup(ctx context.Context, p string) (*inode, string, error) {
 			return nil, "", withPath(err, p)
 		}
 		k, ok := d.index[c]
+		if !ok && f.sb.asciiCI {
+			k, ok = d.foldLookup(c)
+		}
 		if !ok {
 			return nil, "", &filesystem.Error{FS: name, Op: "lookup", Path: p, Off: -1, Err: filesystem.ErrNotExist}
 		}
