@@ -211,10 +211,15 @@ func writeProto(t testing.TB, root *protoNode, dir string) string {
 func protoImage(t testing.TB, root *protoNode, mkfs ...string) string {
 	t.Helper()
 	testenv.NeedTool(t, "mkfs.xfs", "xfs_db")
-	dir := t.TempDir()
-	img := filepath.Join(dir, "xfs.img")
+	return mkfsProto(t, writeProto(t, root, t.TempDir()), mkfs...)
+}
+
+// mkfsProto makes an image from a prototype file.
+func mkfsProto(t testing.TB, proto string, mkfs ...string) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "xfs.img")
 	run(t, "truncate", "-s", "300M", img)
-	out, err := exec.Command("mkfs.xfs", append(append([]string{"-q", "-f", "-p", writeProto(t, root, dir)}, mkfs...), img)...).CombinedOutput()
+	out, err := exec.Command("mkfs.xfs", append(append([]string{"-q", "-f", "-p", proto}, mkfs...), img)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("mkfs.xfs %v: %v\n%s", mkfs, err, out)
 	}
@@ -298,7 +303,9 @@ func dirIn(t *testing.T, f *FS, p string) *inode {
 // by mkfs.xfs -p: shortform, block, leaf and node directories, short and
 // remote symlinks, device nodes.
 func TestProto(t *testing.T) {
+	testenv.NeedTool(t, "mkfs.xfs", "xfs_db")
 	root := protoTree(2000)
+	proto := writeProto(t, root, t.TempDir())
 	for _, c := range []struct {
 		name   string
 		mkfs   []string
@@ -307,14 +314,22 @@ func TestProto(t *testing.T) {
 		{"v4-ftype0", []string{"-m", "crc=0", "-n", "ftype=0"}, false, false},
 		{"v4-ftype1", []string{"-m", "crc=0", "-n", "ftype=1", "-b", "size=2048"}, false, true},
 		{"v5", nil, true, true},
+		{"v5-asciici", []string{"-n", "version=ci"}, true, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			img := protoImage(t, root, c.mkfs...)
+			img := mkfsProto(t, proto, c.mkfs...)
 			f := openFile(t, img)
 			if f.sb.v5 != c.v5 || f.sb.ftype != c.ft {
 				t.Fatalf("superblock: v5 %v ftype %v", f.sb.v5, f.sb.ftype)
 			}
 			compareProto(t, f, img, root, c.v5 && !headerlessProtoSymlinksFixed)
+			// names differing in ASCII case only resolve on version=ci
+			want, err := f.Stat(context.Background(), "/dir-400/entry-00123-😀")
+			must(t, err)
+			got, err := f.Stat(context.Background(), "/DIR-400/ENTRY-00123-😀")
+			if f.sb.asciiCI != (c.name == "v5-asciici") || f.sb.asciiCI && (err != nil || got.Ino != want.Ino) || !f.sb.asciiCI && !errors.Is(err, filesystem.ErrNotExist) {
+				t.Errorf("case-folded lookup on asciiCI=%v: %+v %v", f.sb.asciiCI, got, err)
+			}
 			checkFormats(t, img, map[string]string{"/dir-3": "local", "/dir-40": "extents", "/link-long": "extents", "/link-short": "local"})
 		})
 	}
