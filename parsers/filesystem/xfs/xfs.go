@@ -17,6 +17,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"slices"
@@ -80,6 +81,8 @@ type super struct {
 	ftype      bool // directory entries carry a file type byte
 	asciiCI    bool // names are looked up ignoring ASCII case (mkfs -n version=ci)
 	label      string
+	logstart   uint64 // AG-encoded first block of the internal log, 0 when external
+	logblocks  uint32
 }
 
 // FS is an open XFS volume. It is safe for concurrent use.
@@ -90,6 +93,8 @@ type FS struct {
 	dirs   *filesystem.Cache[uint64, *dir]
 	inodes *filesystem.Cache[uint64, *inode]
 	maps   *filesystem.Cache[uint64, []extent]
+
+	logState LogState
 }
 
 // Probe reports whether r starts with an XFS superblock.
@@ -121,6 +126,13 @@ func Open(ctx context.Context, r io.ReaderAt, size int64) (*FS, error) {
 	}
 	if !root.e.Mode.IsDir() {
 		return nil, filesystem.Corrupt(name, "read root inode", root.off, "root inode %d is not a directory (mode %o)", sb.rootino, root.mode)
+	}
+	f.logState, err = f.readLogState()
+	switch {
+	case err != nil:
+		slog.Debug("xfs: log state unknown", "err", err)
+	case f.logState == LogDirty:
+		slog.Warn("xfs: the log holds changes this read-only reader does not replay; metadata is that of the last checkpoint", "label", sb.label)
 	}
 	return f, nil
 }
@@ -175,8 +187,9 @@ func readSuper(r io.ReaderAt, size int64) (super, error) {
 		bs: int64(bs), dblocks: dblocks, agblocks: agblocks, agcount: agcount,
 		agblklog: agblklog, inopblog: inopblog, isize: int64(isize),
 		rootino: be.Uint64(b[56:]), dirblklog: dirblklog, dirblksize: int64(bs) << dirblklog,
-		maxLblk: uint64(math.MaxInt64) / bs,
-		label:   strings.TrimRight(string(b[108:120]), "\x00"),
+		maxLblk:  uint64(math.MaxInt64) / bs,
+		logstart: be.Uint64(b[48:]), logblocks: be.Uint32(b[96:]),
+		label: strings.TrimRight(string(b[108:120]), "\x00"),
 	}
 	sb.asciiCI = version&0x4000 != 0 // XFS_SB_VERSION_BORGBIT
 	switch version & 0xf {
