@@ -32,44 +32,54 @@ type kEntry struct {
 }
 
 // kernelImage formats an image with mkfs.xfs (extra options), mounts it
-// through a loop device, lets populate fill it, then remounts it read-only
-// (so no page cache hides unwritten extents) and records what the kernel
-// reports for every path. Mounts and loop devices are released in
-// t.Cleanup, also on failure.
+// through a loop device, lets populate fill it, unmounts it and returns
+// what the kernel reports (see kernelView).
 func kernelImage(t *testing.T, size string, mkfs []string, populate func(mnt string)) (string, map[string]*kEntry) {
 	t.Helper()
 	testenv.NeedRoot(t)
 	testenv.NeedTool(t, "mkfs.xfs", "mount", "umount", "losetup")
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "xfs.img"), filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	img := filepath.Join(t.TempDir(), "xfs.img")
 	run(t, "truncate", "-s", size, img)
 	run(t, "mkfs.xfs", append(append([]string{"-q", "-f", "-L", "REWIND"}, mkfs...), img)...)
-	mounted := false
+	umount := mountImage(t, img, "rw")
+	populate(filepath.Join(filepath.Dir(img), "mnt"))
+	umount()
+	return img, kernelView(t, img)
+}
+
+// mountImage loop-mounts img on the directory "mnt" next to it and
+// returns the unmount function; a t.Cleanup unmounts and detaches the
+// loop device if the test ends first, also on failure.
+func mountImage(t *testing.T, img, opts string) (umount func()) {
+	t.Helper()
+	mnt := filepath.Join(filepath.Dir(img), "mnt")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mounted := true
 	t.Cleanup(func() {
 		if mounted {
 			_ = exec.Command("umount", mnt).Run()
 		}
 		detach(img)
 	})
-	mount := func(opts string) {
-		run(t, "mount", "-t", "xfs", "-o", "loop,"+opts, img, mnt)
-		mounted = true
-	}
-	umount := func() {
+	run(t, "mount", "-t", "xfs", "-o", "loop,"+opts, img, mnt)
+	return func() {
 		run(t, "umount", mnt)
 		mounted = false
 		detach(img)
 	}
-	mount("rw")
-	populate(mnt)
-	umount()
-	mount("ro,noatime")
-	m := kernelManifest(t, mnt)
-	umount()
-	return img, m
+}
+
+// kernelView mounts img read-write (the kernel replays a dirty log),
+// unmounts, then mounts it read-only (so no page cache hides unwritten
+// extents) and records what the kernel reports for every path.
+func kernelView(t *testing.T, img string) map[string]*kEntry {
+	t.Helper()
+	mountImage(t, img, "rw")()
+	umount := mountImage(t, img, "ro,noatime")
+	defer umount()
+	return kernelManifest(t, filepath.Join(filepath.Dir(img), "mnt"))
 }
 
 func run(t testing.TB, name string, args ...string) string {

@@ -17,9 +17,10 @@ import (
 type LogState int
 
 const (
-	LogUnknown LogState = iota // external log, or the log could not be read
-	LogClean                   // last record is an unmount record: nothing to replay
-	LogDirty                   // committed changes wait in the log: metadata may lag behind
+	LogUnknown  LogState = iota // external log, or the log could not be read
+	LogClean                    // last record is an unmount record: nothing to replay
+	LogDirty                    // committed changes wait in the log and were not replayed: metadata lags behind
+	LogReplayed                 // the log was dirty; its committed changes were replayed in memory
 )
 
 func (s LogState) String() string {
@@ -28,6 +29,8 @@ func (s LogState) String() string {
 		return "clean"
 	case LogDirty:
 		return "dirty"
+	case LogReplayed:
+		return "replayed"
 	}
 	return "unknown"
 }
@@ -45,14 +48,22 @@ const (
 // captured while mounted) recent changes are missing.
 func (f *FS) LogState() LogState { return f.logState }
 
-func (f *FS) readLogState() (LogState, error) {
+// logPos locates the head of the log and the tail named by the last
+// record header before it.
+type logPos struct {
+	state      LogState
+	head, tail int64 // in 512-byte blocks from the start of the log
+}
+
+func (f *FS) findLog() (logPos, error) {
+	var none logPos
 	if f.sb.logstart == 0 {
-		return LogUnknown, nil
+		return none, nil
 	}
 	start := f.fsbOff(f.sb.logstart)
 	nbb := int64(f.sb.logblocks) * f.sb.bs / bbSize
 	if start < 0 || nbb < 2 || start+nbb*bbSize > f.size {
-		return LogUnknown, filesystem.Corrupt(name, "find log head", 48, "log of %d blocks at block %d outside the volume", f.sb.logblocks, f.sb.logstart)
+		return none, filesystem.Corrupt(name, "find log head", 48, "log of %d blocks at block %d outside the volume", f.sb.logblocks, f.sb.logstart)
 	}
 	b := make([]byte, bbSize)
 	read := func(bb int64) ([]byte, error) {
@@ -74,11 +85,11 @@ func (f *FS) readLogState() (LogState, error) {
 	}
 	first, err := cycle(0)
 	if err != nil {
-		return LogUnknown, err
+		return none, err
 	}
 	last, err := cycle(nbb - 1)
 	if err != nil {
-		return LogUnknown, err
+		return none, err
 	}
 	// The head is the first block still holding the previous cycle.
 	head := nbb
@@ -88,7 +99,7 @@ func (f *FS) readLogState() (LogState, error) {
 			mid := (lo + hi) / 2
 			c, err := cycle(mid)
 			if err != nil {
-				return LogUnknown, err
+				return none, err
 			}
 			if c == last {
 				hi = mid
@@ -103,12 +114,13 @@ func (f *FS) readLogState() (LogState, error) {
 		bb := (head - i + nbb) % nbb
 		x, err := read(bb)
 		if err != nil {
-			return LogUnknown, err
+			return none, err
 		}
 		if be.Uint32(x) != logRecordMagic || be.Uint32(x[4:]) == 0 {
 			continue
 		}
 		ops := be.Uint32(x[40:])
+		tail := int64(be.Uint32(x[28:])) // block half of h_tail_lsn (x is reused below)
 		hsize := int64(be.Uint32(x[320:]))
 		hdrBBs := int64(1)
 		if ver := be.Uint32(x[8:]); ver&2 != 0 && hsize > logHeaderCycle {
@@ -116,12 +128,15 @@ func (f *FS) readLogState() (LogState, error) {
 		}
 		y, err := read((bb + hdrBBs) % nbb)
 		if err != nil {
-			return LogUnknown, err
+			return none, err
+		}
+		if tail >= nbb {
+			return none, filesystem.Corrupt(name, "find log tail", start+bb*bbSize+24, "tail block %d in a log of %d", tail, nbb)
 		}
 		if ops == 1 && y[9]&logUnmountTrans != 0 {
-			return LogClean, nil
+			return logPos{LogClean, head, tail}, nil
 		}
-		return LogDirty, nil
+		return logPos{LogDirty, head, tail}, nil
 	}
-	return LogUnknown, filesystem.Corrupt(name, "find log head", start+head*bbSize, "no record header within %d blocks before the head", maxRecordBBs)
+	return none, filesystem.Corrupt(name, "find log head", start+head*bbSize, "no record header within %d blocks before the head", maxRecordBBs)
 }

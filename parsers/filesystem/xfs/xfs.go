@@ -97,6 +97,9 @@ type FS struct {
 	logState LogState
 }
 
+// replayLogs is switched off by tests to see a volume as it is on disk.
+var replayLogs = true
+
 // Probe reports whether r starts with an XFS superblock.
 func Probe(r io.ReaderAt, size int64) bool {
 	b := make([]byte, 4)
@@ -120,19 +123,22 @@ func Open(ctx context.Context, r io.ReaderAt, size int64) (*FS, error) {
 		inodes: filesystem.NewCache[uint64, *inode](inodeCacheMax),
 		maps:   filesystem.NewCache[uint64, []extent](mapCacheMax),
 	}
-	root, err := f.inode(sb.rootino)
+	pos, err := f.findLog()
+	f.logState = pos.state
+	if err != nil {
+		slog.Debug("xfs: log state unknown", "err", err)
+	}
+	if pos.state == LogDirty && replayLogs {
+		if err := f.replay(pos); err != nil {
+			slog.Warn("xfs: log not replayed; metadata is that of the last checkpoint", "label", sb.label, "err", err)
+		}
+	}
+	root, err := f.inode(f.sb.rootino)
 	if err != nil {
 		return nil, err
 	}
 	if !root.e.Mode.IsDir() {
-		return nil, filesystem.Corrupt(name, "read root inode", root.off, "root inode %d is not a directory (mode %o)", sb.rootino, root.mode)
-	}
-	f.logState, err = f.readLogState()
-	switch {
-	case err != nil:
-		slog.Debug("xfs: log state unknown", "err", err)
-	case f.logState == LogDirty:
-		slog.Warn("xfs: the log holds changes this read-only reader does not replay; metadata is that of the last checkpoint", "label", sb.label)
+		return nil, filesystem.Corrupt(name, "read root inode", root.off, "root inode %d is not a directory (mode %o)", f.sb.rootino, root.mode)
 	}
 	return f, nil
 }
