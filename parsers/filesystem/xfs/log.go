@@ -6,12 +6,10 @@ import (
 	"github.com/rewind-cdp/rewind/parsers/filesystem"
 )
 
-// The reader does not replay the log. A volume captured while mounted
-// (a crash-consistent point) keeps its newest metadata changes only in the
-// log, so the tree read here is the state of the last checkpoint; logState
-// tells whether that is the case. It finds the log head the way the kernel
-// does (the first block whose cycle number drops) and checks whether the
-// last record before it is an unmount record.
+// Finding the log head and tail: the head is the first block whose cycle
+// number drops (as the kernel's xlog_find_head finds it), the tail is named
+// by the last record header before it, and the log is clean when that
+// record is an unmount record.
 
 // LogState is the state of the internal log.
 type LogState int
@@ -43,9 +41,9 @@ const (
 	maxRecordBBs    = (256<<10)/bbSize + 8 // largest record with its headers
 )
 
-// LogState reports whether the internal log is clean. The reader shows
-// the checkpointed metadata in either case: on a dirty log (a volume
-// captured while mounted) recent changes are missing.
+// LogState reports whether the internal log was clean, or dirty and
+// replayed in memory, or dirty and not replayable (then recent changes are
+// missing: the tree is that of the last checkpoint).
 func (f *FS) LogState() LogState { return f.logState }
 
 // logPos locates the head of the log and the tail named by the last

@@ -6,10 +6,13 @@
 // (CRC) file systems with or without ftype. Every count and size read from
 // the volume is checked against the structure that holds it.
 //
+// A volume captured while mounted (a crash-consistent point) keeps its
+// newest metadata in the log: Open replays the committed transactions in
+// memory (replay.go), never writing to the volume, so the tree reads as the
+// kernel's log recovery would leave it.
+//
 // The on-disk format is the one documented in "XFS Algorithms & Data
 // Structures" (kernel Documentation/filesystems/xfs and xfs-documentation).
-// The log is not replayed: a volume captured while mounted reads as its
-// last checkpointed metadata.
 package xfs
 
 import (
