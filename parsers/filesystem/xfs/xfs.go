@@ -274,9 +274,11 @@ func (f *FS) inode(ino uint64) (*inode, error) {
 
 // decodeInode parses raw (which it keeps) and caches the result.
 func (f *FS) decodeInode(ino uint64, off int64, raw []byte) (*inode, error) {
-	op := fmt.Sprintf("read inode %d", ino)
+	bad := func(at int64, format string, args ...any) error {
+		return filesystem.Corrupt(name, fmt.Sprintf("read inode %d", ino), at, format, args...)
+	}
 	if string(raw[:2]) != "IN" {
-		return nil, filesystem.Corrupt(name, op, off, "bad inode magic %q", raw[:2])
+		return nil, bad(off, "bad inode magic %q", raw[:2])
 	}
 	ver := raw[4]
 	in := &inode{ino: ino, off: off, mode: be.Uint16(raw[2:]), format: raw[5], flags: be.Uint16(raw[90:])}
@@ -287,18 +289,18 @@ func (f *FS) decodeInode(ino uint64, off int64, raw []byte) (*inode, error) {
 		core = 176
 		flags2 = be.Uint64(raw[120:])
 		if got := be.Uint64(raw[152:]); got != ino {
-			return nil, filesystem.Corrupt(name, op, off+152, "inode records number %d", got)
+			return nil, bad(off+152, "inode records number %d", got)
 		}
 	case (ver == 1 || ver == 2) && !f.sb.v5:
 	default:
-		return nil, filesystem.Corrupt(name, op, off+4, "inode version %d on a v%d file system", ver, map[bool]int{true: 5, false: 4}[f.sb.v5])
+		return nil, bad(off+4, "inode version %d on a v%d file system", ver, 4+btoi(f.sb.v5))
 	}
 	if in.mode&0o170000 == 0 {
-		return nil, filesystem.Corrupt(name, op, off+2, "free inode (mode %o)", in.mode)
+		return nil, bad(off+2, "free inode (mode %o)", in.mode)
 	}
 	in.size = int64(be.Uint64(raw[56:]))
 	if in.size < 0 {
-		return nil, filesystem.Corrupt(name, op, off+56, "size %d", in.size)
+		return nil, bad(off+56, "size %d", in.size)
 	}
 	nlink := be.Uint32(raw[16:])
 	if ver == 1 {
@@ -313,7 +315,7 @@ func (f *FS) decodeInode(ino uint64, off int64, raw []byte) (*inode, error) {
 		forkEnd = core + fo*8
 	}
 	if forkEnd > len(raw) {
-		return nil, filesystem.Corrupt(name, op, off+82, "attribute fork offset %d beyond a %d-byte inode", raw[82], len(raw))
+		return nil, bad(off+82, "attribute fork offset %d beyond a %d-byte inode", raw[82], len(raw))
 	}
 	in.fork = raw[core:forkEnd]
 	ts := func(o int) time.Time {
@@ -333,6 +335,13 @@ func (f *FS) decodeInode(ino uint64, off int64, raw []byte) (*inode, error) {
 	}
 	f.inodes.Put(ino, in, 1)
 	return in, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // loadInodes reads many inodes with few reads: the numbers are sorted by
