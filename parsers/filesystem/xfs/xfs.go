@@ -100,9 +100,6 @@ type FS struct {
 	logState LogState
 }
 
-// replayLogs is switched off by tests to see a volume as it is on disk.
-var replayLogs = true
-
 // Probe reports whether r starts with an XFS superblock.
 func Probe(r io.ReaderAt, size int64) bool {
 	b := make([]byte, 4)
@@ -112,8 +109,15 @@ func Probe(r io.ReaderAt, size int64) bool {
 	return string(b) == "XFSB"
 }
 
-// Open parses and checks the primary superblock and the root inode.
+// Open parses and checks the primary superblock, replays a dirty log in
+// memory (see LogState) and checks the root inode.
 func Open(ctx context.Context, r io.ReaderAt, size int64) (*FS, error) {
+	return open(ctx, r, size, true)
+}
+
+// open is Open with the log replay optional (tests look at a volume as it
+// is on disk).
+func open(ctx context.Context, r io.ReaderAt, size int64, replayLog bool) (*FS, error) {
 	if !Probe(r, size) {
 		return nil, filesystem.Corrupt(name, "read superblock", 0, "no XFSB signature")
 	}
@@ -131,7 +135,7 @@ func Open(ctx context.Context, r io.ReaderAt, size int64) (*FS, error) {
 	if err != nil {
 		slog.Debug("xfs: log state unknown", "err", err)
 	}
-	if pos.state == LogDirty && replayLogs {
+	if pos.state == LogDirty && replayLog {
 		if err := f.replay(pos); err != nil {
 			slog.Warn("xfs: log not replayed; metadata is that of the last checkpoint", "label", sb.label, "err", err)
 		}

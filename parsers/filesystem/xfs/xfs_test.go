@@ -84,7 +84,7 @@ func checkFormats(t *testing.T, img string, want map[string]string) {
 // (CRC, ftype, bigtime, sparse inodes): more than 10,000 files, a
 // 10,000-entry directory, a 64 MiB file and B+tree-mapped files.
 func TestKernelV5(t *testing.T) {
-	t.Parallel() // runs after the sequential tests, which switch replayLogs
+	t.Parallel()
 	img, m := kernelImage(t, "512M", nil, func(mnt string) {
 		populateCommon(t, mnt, fstest.TreeOptions{Files: 300, Symlinks: true, Hardlinks: true, Sparse: true, BigFile: 64 << 20}, 10000, 1500, 4096)
 	})
@@ -118,7 +118,7 @@ func TestKernelV5(t *testing.T) {
 // counters (nrext64), old 32-bit timestamps, and a 1023-byte symlink that
 // spans two remote blocks.
 func TestKernelV5SmallBlocks(t *testing.T) {
-	t.Parallel() // runs after the sequential tests, which switch replayLogs
+	t.Parallel()
 	img, m := kernelImage(t, "400M", []string{"-b", "size=1024", "-n", "size=8192", "-i", "size=512,nrext64=1", "-m", "bigtime=0,reflink=0"}, func(mnt string) {
 		populateCommon(t, mnt, fstest.TreeOptions{Files: 120, Symlinks: true, Hardlinks: true, Sparse: true}, 3000, 700, 1024)
 	})
@@ -368,7 +368,7 @@ func (p *patched) ReadAt(b []byte, off int64) (int, error) {
 // TestCorruption: a damaged inode or directory block gives an error
 // wrapping ErrCorrupt for what it holds, and the rest stays browsable.
 func TestCorruption(t *testing.T) {
-	t.Parallel() // runs after the sequential tests, which switch replayLogs
+	t.Parallel()
 	img := protoImage(t, protoTree(600))
 	clean := openFile(t, img)
 	ctx := context.Background()
@@ -448,17 +448,36 @@ func TestLogState(t *testing.T) {
 // newest metadata is then only in the log. The reader replays the log in
 // memory and must show exactly what the kernel shows after its own log
 // recovery of another copy: creations, deletions, renames, appends,
-// truncations, attribute changes, a 2,000-entry directory and B+tree
-// files made since the last clean unmount.
+// truncations, attribute changes, a new node directory and B+tree files
+// made since the last clean unmount. Two layouts: the default (bigtime
+// timestamps) and 1 KiB blocks with 32-bit timestamps and nrext64 (the
+// other two layouts of a logged inode core).
 func TestReplay(t *testing.T) {
-	var snap string
-	img, _ := kernelImage(t, "400M", nil, func(mnt string) {
-		populateCommon(t, mnt, fstest.TreeOptions{Files: 200, Symlinks: true, Hardlinks: true, Sparse: true}, 300, 300, 4096)
+	t.Parallel()
+	for _, c := range []struct {
+		name       string
+		mkfs       []string
+		files, new int
+		bs         int64
+	}{
+		{"default", nil, 200, 2000, 4096},
+		{"1k-nrext64-nobigtime", []string{"-b", "size=1024", "-i", "nrext64=1", "-m", "bigtime=0"}, 60, 800, 1024},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			replayCase(t, c.mkfs, c.files, c.new, c.bs)
+		})
+	}
+}
+
+func replayCase(t *testing.T, mkfs []string, files, newEntries int, bs int64) {
+	img, _ := kernelImage(t, "400M", mkfs, func(mnt string) {
+		populateCommon(t, mnt, fstest.TreeOptions{Files: files, Symlinks: true, Hardlinks: true, Sparse: true}, 300, 300, bs)
 	})
 	umount := mountImage(t, img, "rw")
 	mnt := filepath.Join(filepath.Dir(img), "mnt")
-	fillDir(t, filepath.Join(mnt, "new-many"), 2000)
-	fragment(t, filepath.Join(mnt, "new-frag"), filepath.Join(mnt, "new-frag-unwritten"), 400, 4096)
+	fillDir(t, filepath.Join(mnt, "new-many"), newEntries)
+	fragment(t, filepath.Join(mnt, "new-frag"), filepath.Join(mnt, "new-frag-unwritten"), 400, bs)
 	must(t, os.RemoveAll(filepath.Join(mnt, "leaf")))
 	for i := 0; i < 300; i += 3 {
 		must(t, os.Remove(filepath.Join(mnt, "many", fmt.Sprintf("entry-%05d-ü", i))))
@@ -475,7 +494,7 @@ func TestReplay(t *testing.T) {
 	fh.Close()
 	must(t, os.Symlink(strings.Repeat("r", 900), filepath.Join(mnt, "new-remote-link")))
 	run(t, "sync")
-	snap = filepath.Join(t.TempDir(), "snap.img")
+	snap := filepath.Join(t.TempDir(), "snap.img")
 	run(t, "cp", "--sparse=always", img, snap)
 	umount()
 
@@ -489,23 +508,27 @@ func TestReplay(t *testing.T) {
 	if f.LogState() != LogReplayed {
 		t.Fatalf("log state %v", f.LogState())
 	}
-	if _, err := f.Stat(context.Background(), "/new-many/entry-01999-ü"); err != nil {
+	last := fmt.Sprintf("/new-many/entry-%05d-ü", newEntries-1)
+	if _, err := f.Stat(context.Background(), last); err != nil {
 		t.Fatalf("a file created after the last checkpoint: %v", err)
 	}
-	files, dirs := compareKernel(t, f, m)
-	t.Logf("%d paths (%d files, %d directories) match the kernel after log recovery", len(m), files, dirs)
+	nf, nd := compareKernel(t, f, m)
+	t.Logf("%d paths (%d files, %d directories) match the kernel after log recovery", len(m), nf, nd)
 
 	// Without the replay the same copy lacks recent changes: the test
 	// really depends on the log.
-	replayLogs = false
-	defer func() { replayLogs = true }()
-	raw := openFile(t, snap)
+	sf, err := os.Open(snap)
+	must(t, err)
+	defer sf.Close()
+	fi, _ := sf.Stat()
+	raw, err := open(context.Background(), sf, fi.Size(), false)
+	must(t, err)
 	if raw.LogState() != LogDirty {
 		t.Errorf("log state without replay %v", raw.LogState())
 	}
 	es, err := raw.ReadDir(context.Background(), "/new-many")
 	t.Logf("without replay: /new-many lists %d entries (%v)", len(es), err)
-	if err == nil && len(es) == 2000 {
+	if err == nil && len(es) == newEntries {
 		t.Errorf("the on-disk metadata already holds every change: nothing was left to replay")
 	}
 }
