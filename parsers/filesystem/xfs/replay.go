@@ -1,6 +1,7 @@
 package xfs
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -129,8 +130,8 @@ func (l *logReader) read(bb, n int64) ([]byte, error) {
 }
 
 // replay applies the log to an overlay the reader then reads through.
-func (f *FS) replay(pos logPos) error {
-	o, n, err := f.replayLog(pos.head, pos.tail)
+func (f *FS) replay(ctx context.Context, pos logPos) error {
+	o, n, err := f.replayLog(ctx, pos.head, pos.tail)
 	if err != nil {
 		return err
 	}
@@ -146,9 +147,9 @@ func (f *FS) replay(pos logPos) error {
 // replayLog applies the committed transactions between the tail and the
 // head to an overlay, in two passes over the log like the kernel's: the
 // first collects buffer cancel records, the second applies the items.
-func (f *FS) replayLog(head, tail int64) (*overlay, int, error) {
+func (f *FS) replayLog(ctx context.Context, head, tail int64) (*overlay, int, error) {
 	cancels := map[span]int{}
-	err := f.walkLog(head, tail, func(items []logItem) error {
+	err := f.walkLog(ctx, head, tail, func(items []logItem) error {
 		for _, it := range items {
 			if b := it.regions[0]; le.Uint16(b) == itemBuf && len(b) >= 20 && le.Uint16(b[4:])&blfCancel != 0 {
 				cancels[span{int64(le.Uint64(b[8:])), int64(le.Uint16(b[6:]))}]++
@@ -161,7 +162,7 @@ func (f *FS) replayLog(head, tail int64) (*overlay, int, error) {
 	}
 	o := &overlay{r: f.r, sectors: map[int64][]byte{}}
 	applied := 0
-	err = f.walkLog(head, tail, func(items []logItem) error {
+	err = f.walkLog(ctx, head, tail, func(items []logItem) error {
 		n, err := f.applyItems(o, items, cancels)
 		applied += n
 		return err
@@ -175,7 +176,7 @@ func (f *FS) replayLog(head, tail int64) (*overlay, int, error) {
 
 // walkLog reads the records from the tail to the head, rebuilds the
 // transactions and hands each committed one to fn, in log order.
-func (f *FS) walkLog(head, tail int64, fn func([]logItem) error) error {
+func (f *FS) walkLog(ctx context.Context, head, tail int64, fn func([]logItem) error) error {
 	l := &logReader{f: f, start: f.fsbOff(f.sb.logstart), nbb: int64(f.sb.logblocks) * f.sb.bs / bbSize}
 	bad := func(bb int64, format string, args ...any) error {
 		return filesystem.Corrupt(name, "replay log", l.start+bb*bbSize, format, args...)
@@ -184,6 +185,9 @@ func (f *FS) walkLog(head, tail int64, fn func([]logItem) error) error {
 	open := map[uint32]*trans{}
 	dist := (head - tail + l.nbb) % l.nbb
 	for pos, walked := tail, int64(0); pos != head; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		h, err := l.read(pos, 1)
 		if err != nil {
 			return err

@@ -136,7 +136,9 @@ func open(ctx context.Context, r io.ReaderAt, size int64, replayLog bool) (*FS, 
 		slog.Debug("xfs: log state unknown", "err", err)
 	}
 	if pos.state == LogDirty && replayLog {
-		if err := f.replay(pos); err != nil {
+		if err := f.replay(ctx, pos); ctx.Err() != nil {
+			return nil, ctx.Err()
+		} else if err != nil {
 			slog.Warn("xfs: log not replayed; metadata is that of the last checkpoint", "label", sb.label, "err", err)
 		}
 	}
