@@ -38,7 +38,8 @@ const (
 	logRecordMagic  = 0xfeedbabe
 	logUnmountTrans = 0x20 // XLOG_UNMOUNT_TRANS op flag
 	logHeaderCycle  = 32 << 10
-	maxRecordBBs    = (256<<10)/bbSize + 8 // largest record with its headers
+	maxRecordBBs    = (256<<10)/bbSize + 8     // largest record with its headers
+	maxInFlightBBs  = 8 * (256 << 10) / bbSize // XLOG_TOTAL_REC_SHIFT: 8 in-core logs of 256 KiB
 )
 
 // LogState reports whether the internal log was clean, or dirty and
@@ -90,8 +91,9 @@ func (f *FS) findLog() (logPos, error) {
 		return none, err
 	}
 	// The head is the first block still holding the previous cycle.
-	head := nbb
+	head, stop := nbb, last-1
 	if first != last {
+		stop = last
 		lo, hi := int64(0), nbb-1 // cycle(lo) == first, cycle(hi) == last
 		for hi-lo > 1 {
 			mid := (lo + hi) / 2
@@ -106,6 +108,28 @@ func (f *FS) findLog() (logPos, error) {
 			}
 		}
 		head = hi
+	}
+	// Log writes in flight when the volume was captured can leave blocks
+	// of the older cycle shortly before that point: the head is the first
+	// of them (the kernel looks as far back as all in-core logs reach).
+	scan := min(int64(maxInFlightBBs), head)
+	if scan > 0 {
+		buf := make([]byte, scan*bbSize)
+		off := start + (head-scan)*bbSize
+		if n, err := f.r.ReadAt(buf, off); int64(n) < scan*bbSize {
+			return none, &filesystem.Error{FS: name, Op: "read log", Off: off, Err: fmt.Errorf("short read: %w", err)}
+		}
+		for i := int64(0); i < scan; i++ {
+			x := buf[i*bbSize:]
+			c := be.Uint32(x)
+			if c == logRecordMagic {
+				c = be.Uint32(x[4:])
+			}
+			if c == stop {
+				head = head - scan + i
+				break
+			}
+		}
 	}
 	// The last record header before the head.
 	for i := int64(1); i <= maxRecordBBs && i <= nbb; i++ {
