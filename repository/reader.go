@@ -2,6 +2,7 @@ package repository
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -124,6 +125,10 @@ func (pr *PointReader) ReadAtContext(ctx context.Context, p []byte, off int64) (
 	return n, nil
 }
 
+// ErrDirVolume refuses to treat a directory volume (captured by the
+// directory shim) as a disk: its address space is sparse and 4 EiB large.
+var ErrDirVolume = errors.New("a directory volume is not a disk image: restore it with rewind restore --to-dir, or browse its files/ (package parsers/filesystem/dirvol)")
+
 // RestoreOptions tune Restore.
 type RestoreOptions struct {
 	// Workers read and decompress blocks in parallel (default: CPUs).
@@ -137,6 +142,9 @@ type RestoreOptions struct {
 // Restore writes the volume at point p to dst, block by block, each block
 // verified against its content hash before it is written.
 func (r *Repo) Restore(ctx context.Context, p catalog.Point, dst io.WriterAt, opt RestoreOptions) error {
+	if p.VolumeKind == catalog.VolumeDir {
+		return fmt.Errorf("%s/%s point %d: %w", p.Machine, p.Volume, p.ID, ErrDirVolume)
+	}
 	pr := r.OpenPoint(p)
 	workers := opt.Workers
 	if workers <= 0 {

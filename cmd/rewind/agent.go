@@ -24,10 +24,10 @@ func newAgentCmd() *cobra.Command {
 		Short: "Protect volumes continuously: every write reaches the server within a second",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usagef("agent needs a subcommand (protect, status)")
+			return usagef("agent needs a subcommand (protect, protect-dir, run, status)")
 		},
 	}
-	c.AddCommand(newAgentProtectCmd(), newAgentRunCmd(), newAgentStatusCmd())
+	c.AddCommand(newAgentProtectCmd(), newAgentProtectDirCmd(), newAgentRunCmd(), newAgentStatusCmd())
 	return c
 }
 
@@ -263,7 +263,7 @@ agent writes into its spool directory every second.`,
 				return writeJSON(cmd.OutOrStdout(), all)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "MACHINE\tVOLUME\tSTATE\tLAG\tSPOOL\tLAST POINT\tOPEN GAPS\tLOOP")
+			fmt.Fprintln(tw, "MACHINE\tVOLUME\tSTATE\tLAG\tSPOOL\tLAST POINT\tOPEN GAPS\tLOOP/MOUNT")
 			for _, st := range all {
 				last := "-"
 				if st.LastPoint != nil {
@@ -275,7 +275,11 @@ agent writes into its spool directory every second.`,
 						open++
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%.1fs\t%s\t%s\t%d\t%s\n", st.Machine, st.Volume, st.State, st.LagSeconds, humanBytes(st.SpoolBytes), last, open, st.LoopDevice)
+				dev := st.LoopDevice
+				if st.Kind == "dir" {
+					dev = st.Mount
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%.1fs\t%s\t%s\t%d\t%s\n", st.Machine, st.Volume, st.State, st.LagSeconds, humanBytes(st.SpoolBytes), last, open, dev)
 			}
 			return tw.Flush()
 		},
