@@ -14,6 +14,9 @@ import (
 // mapWindow is how many block versions are resolved per catalog visit.
 const mapWindow = 1024
 
+// dirMapWindow is mapWindow for directory volumes.
+const dirMapWindow = 16
+
 // PointReader reads a volume as it was at one point. It is an
 // io.ReaderAt, safe for concurrent use, and keeps a bounded number of
 // resolved block-map windows.
@@ -42,13 +45,19 @@ func (pr *PointReader) blocks() int64 {
 
 // Block returns where block blk of the point is stored.
 func (pr *PointReader) Block(ctx context.Context, blk int64) (catalog.ChunkRef, error) {
-	w := blk / mapWindow
+	win := int64(mapWindow)
+	if pr.point.VolumeKind == catalog.VolumeDir {
+		// A directory volume is read file by file, each in its own slot far
+		// from the others: resolve small windows (1 MiB at 64 KiB blocks).
+		win = dirMapWindow
+	}
+	w := blk / win
 	pr.mu.Lock()
 	refs, ok := pr.windows[w]
 	pr.mu.Unlock()
 	if !ok {
-		first := w * mapWindow
-		n := min(int64(mapWindow), pr.blocks()-first)
+		first := w * win
+		n := min(win, pr.blocks()-first)
 		if n <= 0 {
 			return catalog.ChunkRef{}, fmt.Errorf("block %d is past the end of the volume", blk)
 		}
@@ -67,7 +76,7 @@ func (pr *PointReader) Block(ctx context.Context, blk int64) (catalog.ChunkRef, 
 		}
 		pr.mu.Unlock()
 	}
-	return refs[blk-w*mapWindow], nil
+	return refs[blk-w*win], nil
 }
 
 // blockLen is the length of block blk (the last one may be short).

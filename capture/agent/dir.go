@@ -123,18 +123,27 @@ func RunDir(ctx context.Context, cfg Config, ready func()) (err error) {
 		defer close(shipped)
 		sh.run(shipCtx)
 	}()
-	// Keep the local manifest copy current, so that slots are never reused
-	// even after a kill.
+	// Changes of names and attributes alone journal nothing: journal the
+	// manifest when they are pending, so they reach a point within a
+	// second like any write. Keep the local manifest copy current, so that
+	// slots are never reused even after a kill.
 	saved := make(chan struct{})
 	go func() {
 		defer close(saved)
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(cfg.CutAfter / 2)
 		defer t.Stop()
+		lastSave := time.Now()
 		for {
 			select {
-			case <-t.C:
-				if err := d.SaveLocal(localPath, false); err != nil {
-					slog.Warn("saving the local manifest copy failed", "err", err)
+			case now := <-t.C:
+				if d.Pending() {
+					d.WriteManifest(now)
+				}
+				if now.Sub(lastSave) >= time.Second {
+					lastSave = now
+					if err := d.SaveLocal(localPath, false); err != nil {
+						slog.Warn("saving the local manifest copy failed", "err", err)
+					}
 				}
 			case <-shipCtx.Done():
 				return

@@ -112,6 +112,9 @@ func (s *shipper) session(ctx context.Context) error {
 		return err
 	}
 	s.status.connected()
+	if st.AckedSeq > 0 && st.AckedSeq < s.spool.Next() {
+		s.status.ack(st.AckedSeq) // what the server holds of this spool (status)
+	}
 	if st.AckedSeq >= s.spool.Next() {
 		// The server holds records of this spool that the spool never
 		// wrote (it was replaced or restored): its numbering cannot be

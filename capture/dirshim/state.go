@@ -351,15 +351,21 @@ func (d *DirFS) WriteManifest(t time.Time) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	b := d.manifestLocked().Encode()
+	// same reports whether the chunk at off is already journaled (bytes of
+	// the last manifest past the new one's end do not matter).
+	same := func(off int) bool {
+		end := min(off+chunk, len(b))
+		return !d.full && end <= len(d.last) && bytes.Equal(b[off:end], d.last[off:end])
+	}
 	wrote := false
 	for off := 0; off < len(b); {
-		if !d.full && off+chunk <= len(d.last) && bytes.Equal(b[off:min(off+chunk, len(b))], d.last[off:min(off+chunk, len(b))]) {
+		if same(off) {
 			off += chunk
 			continue
 		}
 		end := off + chunk
 		// Coalesce a run of changed chunks (up to 1 MiB) into one record.
-		for end < len(b) && end-off < 1<<20 && (d.full || end+chunk > len(d.last) || !bytes.Equal(b[end:min(end+chunk, len(b))], d.last[end:min(end+chunk, len(b))])) {
+		for end < len(b) && end-off < 1<<20 && !same(end) {
 			end += chunk
 		}
 		end = min(end, len(b))
@@ -369,6 +375,19 @@ func (d *DirFS) WriteManifest(t time.Time) bool {
 	}
 	d.last, d.full = b, false
 	return wrote
+}
+
+// Pending reports whether names or attributes changed since the manifest
+// was last journaled. Such changes alone journal nothing: the agent calls
+// WriteManifest when they are pending, so they reach a point.
+func (d *DirFS) Pending() bool {
+	d.mu.Lock()
+	n := len(d.dirty)
+	d.mu.Unlock()
+	d.dmu.Lock()
+	n += len(d.dirtySlots)
+	d.dmu.Unlock()
+	return n > 0
 }
 
 // SaveLocal writes the manifest last journaled to path when names or
