@@ -1,6 +1,7 @@
 package dirshim
 
 import (
+	"log/slog"
 	"os"
 	"strings"
 	"syscall"
@@ -59,11 +60,9 @@ func (d *DirFS) created(rel string) *slotInfo {
 			si = &slotInfo{slot: slot, ino: st.Ino, paths: map[string]struct{}{}}
 			d.bySlot[slot], d.byIno[st.Ino] = si, si
 			if st.Size > 0 {
-				// Content we did not see being written: compare it.
-				d.dmu.Lock()
-				si.size = st.Size
-				d.dmu.Unlock()
-				d.changed[slot] = struct{}{}
+				// A file that appeared behind the shim's back, with content
+				// it did not see being written: journal that content.
+				d.journalFile(si, rel)
 			}
 		}
 		si.paths[rel] = struct{}{}
@@ -169,4 +168,27 @@ func (d *DirFS) slotOf(ino uint64, rel string) *slotInfo {
 		return si
 	}
 	return d.created(rel)
+}
+
+// journalFile journals the whole content of a file the shim did not see
+// being written. Called with mu held.
+func (d *DirFS) journalFile(si *slotInfo, rel string) {
+	f, err := os.Open(d.backing(rel))
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	var off int64
+	for {
+		n, err := f.ReadAt(buf, off)
+		if n > 0 {
+			d.wrote(si, off, buf[:n])
+			off += int64(n)
+		}
+		if err != nil || n == 0 {
+			break
+		}
+	}
+	slog.Info("journaled a file that appeared in the data directory outside the mount", "path", rel, "bytes", off)
 }

@@ -398,9 +398,12 @@ func TestDirShimCapturesEveryMomentExactly(t *testing.T) {
 	moments := []dirMoment{{at: time.Now(), manifest: dirManifest(t, d.mnt)}} // the seeded tree
 	r := rand.New(rand.NewPCG(7, 7))
 	for phase := range 5 {
+		t0 := time.Now()
 		dirWorkload(t, d.mnt, phase, r)
+		t1 := time.Now()
 		syscall.Sync()
 		a.settle(t)
+		t.Logf("phase %d: workload %s, settle %s", phase, t1.Sub(t0).Round(time.Millisecond), time.Since(t1).Round(time.Millisecond))
 		moments = append(moments, dirMoment{at: time.Now(), manifest: dirManifest(t, d.mnt)})
 	}
 	if got := dirManifest(t, d.data); len(diffDirManifests(moments[len(moments)-1].manifest, got)) > 0 {
@@ -410,7 +413,9 @@ func TestDirShimCapturesEveryMomentExactly(t *testing.T) {
 	if st.Kind != "dir" || len(st.Gaps) != 0 {
 		t.Errorf("status: %+v", st)
 	}
+	ts := time.Now()
 	a.stop(t)
+	t.Logf("stop took %s", time.Since(ts).Round(time.Millisecond))
 	if strings.Contains(a.logText(), "level=ERROR") {
 		t.Errorf("agent logged errors:\n%s", a.logText())
 	}
@@ -446,8 +451,10 @@ func TestDirShimCapturesEveryMomentExactly(t *testing.T) {
 	}
 
 	// A clean restart compares nothing it need not, and keeps capturing.
+	ts = time.Now()
 	a2 := startDirAgent(t, d.server, d.token, "data", d.data, d.mnt, d.spool)
 	a2.settle(t)
+	t.Logf("restart took %s", time.Since(ts).Round(time.Millisecond))
 	if strings.Contains(a2.logText(), "did not stop cleanly") {
 		t.Errorf("a clean stop was taken for an unclean one:\n%s", a2.logText())
 	}

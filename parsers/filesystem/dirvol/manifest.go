@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -54,6 +55,7 @@ const (
 	version   = 1
 	fixedSize = 1 + 4 + 4 + 4 + 8 + 8 + 8 + 2 + 2
 	hdrUsed   = 8 + 4 + 4 + 8 + 8 + 8 + 32
+	readPiece = 1 << 20
 	// MaxPath bounds a path or symlink target (Linux PATH_MAX).
 	MaxPath = 4096
 )
@@ -201,9 +203,20 @@ func Read(r io.ReaderAt, size int64) (*Manifest, error) {
 	if count > plen/fixedSize {
 		return nil, &FormatError{24, fmt.Sprintf("%d entries in %d bytes", count, plen)}
 	}
-	payload := make([]byte, plen)
-	if n, err := r.ReadAt(payload, HeaderSize); n < len(payload) {
-		return nil, fmt.Errorf("read directory volume manifest payload (%d bytes at offset %d): %w", plen, HeaderSize, err)
+	// Read in pieces, so that a damaged length costs memory only for what
+	// is really there.
+	payload := make([]byte, 0, min(plen, readPiece))
+	for uint64(len(payload)) < plen {
+		n := int(min(plen-uint64(len(payload)), readPiece))
+		payload = slices.Grow(payload, n)
+		piece := payload[len(payload) : len(payload)+n]
+		if got, err := r.ReadAt(piece, HeaderSize+int64(len(payload))); got < n {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("read directory volume manifest payload (%d bytes at offset %d): at offset %d: %w", plen, HeaderSize, HeaderSize+len(payload)+got, err)
+		}
+		payload = payload[:len(payload)+n]
 	}
 	if sum := sha256.Sum256(payload); !bytes.Equal(sum[:], h[40:72]) {
 		return nil, &FormatError{40, "checksum mismatch: the manifest is damaged"}
