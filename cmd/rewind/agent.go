@@ -133,7 +133,8 @@ func newAgentRunCmd() *cobra.Command {
 		Short: "Protect every volume of a configuration file, as a daemon",
 		Long: `Protect every volume listed in a TOML configuration file until stopped — the
 way to run the agent as a service (a systemd unit is in docs/rewind-agent.service).
-Prints "VOLUME LOOP-DEVICE" for each shim-protected volume once it is served.
+Prints "VOLUME LOOP-DEVICE" for each shim-protected volume once it is served
+("VOLUME MOUNT" for a directory).
 
   server     = "https://backup.example:7420"
   ca         = "/etc/rewind/server.crt"
@@ -149,7 +150,12 @@ Prints "VOLUME LOOP-DEVICE" for each shim-protected volume once it is served.
   [[volume]]
   name = "legacy"
   device = "/dev/sdc"
-  scan_interval = "30s"                 # compare every 30 s instead of the shim`,
+  scan_interval = "30s"                 # compare every 30 s instead of the shim
+
+  [[volume]]
+  name  = "appdata"
+  dir   = "/var/lib/app.real"           # the directory shim (see protect-dir)
+  mount = "/var/lib/app"`,
 		Example: `  rewind agent run --config /etc/rewind/agent.toml`,
 		Args:    args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -182,6 +188,12 @@ Prints "VOLUME LOOP-DEVICE" for each shim-protected volume once it is served.
 					var err error
 					if d := v.Interval(); d > 0 {
 						err = agent.RunScan(ctx, cfg, d)
+					} else if v.Dir != "" {
+						err = agent.RunDir(ctx, cfg, func() {
+							mu.Lock()
+							fmt.Fprintf(out, "%s %s\n", v.Name, v.Mount)
+							mu.Unlock()
+						})
 					} else {
 						err = agent.Run(ctx, cfg, func(loop string) {
 							mu.Lock()

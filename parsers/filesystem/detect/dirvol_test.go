@@ -45,4 +45,3 @@ func (s spaceReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return len(p), nil
 }
-
