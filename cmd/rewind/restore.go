@@ -23,9 +23,9 @@ func newRestoreCmd() *cobra.Command {
 		Short: "Restore a volume as it was at any point to a file, device or directory",
 		Long: `Restore a volume exactly as it was at a point in time, to an image file or a
 block device (--to), or — for a directory volume captured by rewind agent
-protect-dir — to a directory (--to-dir). Every block is checked against its content hash before it is
-written: damage stops the restore with an error naming the pack, never with
-wrong data. A file target is written beside itself and renamed into place only
+protect-dir — to a directory (--to-dir). Every block is checked against its
+content hash before it is written: damage stops the restore with an error
+naming the pack, never with wrong data. A file target is written beside itself and renamed into place only
 once complete (run sync before power-cycling if it must be on stable storage);
 a device target is synced before the command returns.
 
