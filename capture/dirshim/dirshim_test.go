@@ -150,6 +150,15 @@ func TestJournalRebuildsTheDirectory(t *testing.T) {
 	must(err)
 	must(g.Close())
 	must(os.RemoveAll(p("dir04")))
+	// An fsync of a directory is a flush point too.
+	before := j.flushes
+	dh, err := os.Open(p("dir02"))
+	must(err)
+	must(dh.Sync())
+	must(dh.Close())
+	if j.flushes != before+1 {
+		t.Errorf("fsync of a directory journaled %d flushes, want 1", j.flushes-before)
+	}
 	// Hard links and the tree exactly as the data directory holds them.
 	d.WriteManifest(time.Now())
 	fsys, err := dirvol.Open(ctx, j, dirvol.Size)

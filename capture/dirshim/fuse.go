@@ -277,3 +277,53 @@ func (d *DirFS) flush() syscall.Errno {
 func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode, fhOut fs.FileHandle, offOut uint64, len uint64, flags uint64) (uint32, syscall.Errno) {
 	return 0, syscall.ENOSYS
 }
+
+var _ fs.NodeOpendirHandler = (*node)(nil)
+
+// OpendirHandle wraps the loopback's directory handle, so that an fsync of
+// the directory (which reaches the handle, not the node) is a flush point.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	fh, fl, errno := n.LoopbackNode.OpendirHandle(ctx, flags)
+	if errno != 0 {
+		return fh, fl, errno
+	}
+	return &dirHandle{inner: fh, d: n.d}, fl, 0
+}
+
+type dirHandle struct {
+	inner fs.FileHandle
+	d     *DirFS
+}
+
+var (
+	_ fs.FileReaddirenter = (*dirHandle)(nil)
+	_ fs.FileSeekdirer    = (*dirHandle)(nil)
+	_ fs.FileReleasedirer = (*dirHandle)(nil)
+	_ fs.FileFsyncdirer   = (*dirHandle)(nil)
+)
+
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	return h.inner.(fs.FileReaddirenter).Readdirent(ctx)
+}
+
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if s, ok := h.inner.(fs.FileSeekdirer); ok {
+		return s.Seekdir(ctx, off)
+	}
+	return syscall.ENOTSUP
+}
+
+func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) {
+	if r, ok := h.inner.(fs.FileReleasedirer); ok {
+		r.Releasedir(ctx, flags)
+	}
+}
+
+func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	if s, ok := h.inner.(fs.FileFsyncdirer); ok {
+		if errno := s.Fsyncdir(ctx, flags); errno != 0 {
+			return errno
+		}
+	}
+	return h.d.flush()
+}
