@@ -32,14 +32,14 @@ type dirAgent struct {
 	stopTimeout time.Duration
 }
 
-func startDirAgent(t *testing.T, s *h.Server, token, volume, data, mnt, spool string) *dirAgent {
+func startDirAgent(t *testing.T, s *h.Server, token, volume, data, mnt, spool string, extra ...string) *dirAgent {
 	t.Helper()
 	logf, err := os.CreateTemp(t.TempDir(), "agent-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(h.Binary(t), "agent", "protect-dir", "--server", s.URL, "--ca", s.CA, "--token", token,
-		"--machine", "host", "--volume", volume, "--dir", data, "--mount", mnt, "--spool", spool)
+	cmd := exec.Command(h.Binary(t), append([]string{"agent", "protect-dir", "--server", s.URL, "--ca", s.CA, "--token", token,
+		"--machine", "host", "--volume", volume, "--dir", data, "--mount", mnt, "--spool", spool}, extra...)...)
 	cmd.Stderr = logf
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
@@ -548,5 +548,57 @@ func TestDirShimRecoversFromKill9(t *testing.T) {
 	}
 	if diff := diffDirManifests(want, dirManifest(t, out)); len(diff) > 0 {
 		t.Errorf("the point after the repair differs from the directory: %v", diff[:min(5, len(diff))])
+	}
+}
+
+// The server stopped while far more changes than the spool holds are made
+// (a 50 MiB file, renames, deletes): the agent marks changed blocks,
+// reports the gap, re-sends them when the server is back, closes the gap,
+// and the moments before and after the outage are exact.
+func TestDirShimSpoolOverflowResynchronises(t *testing.T) {
+	d := newDirSetup(t)
+	a := startDirAgent(t, d.server, d.token, "data", d.data, d.mnt, d.spool, "--spool-limit", "2097152")
+	a.settle(t)
+	r := rand.New(rand.NewPCG(8, 8))
+	dirWorkload(t, d.mnt, 0, r)
+	a.settle(t)
+	before := dirMoment{at: time.Now(), manifest: dirManifest(t, d.data)}
+
+	d.server.Stop(t)
+	dirWorkload(t, d.mnt, 1, r) // 50 MiB: far past the 2 MiB spool
+	dirWorkload(t, d.mnt, 2, r)
+	h.StartServer(t, d.repo, d.server.Addr)
+	deadline := time.Now().Add(90 * time.Second)
+	closed := func(st dirStatus) bool {
+		if len(st.Gaps) == 0 {
+			return false
+		}
+		for _, g := range st.Gaps {
+			if g.To == nil || !strings.Contains(g.Reason, "spool full") {
+				return false
+			}
+		}
+		return true
+	}
+	for st := a.status(t); !closed(st); st = a.status(t) {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent status does not show the overflow gap closed: %+v\n%s", st, a.logText())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	dirWorkload(t, d.mnt, 3, r)
+	syscall.Sync()
+	a.settle(t)
+	after := dirMoment{at: time.Now(), manifest: dirManifest(t, d.data)}
+	a.stop(t)
+	for i, m := range []dirMoment{before, after} {
+		out := filepath.Join(d.dir, fmt.Sprintf("m-%d", i))
+		d.restoreAt(t, m.at.UTC().Format(time.RFC3339Nano), out)
+		if diff := diffDirManifests(m.manifest, dirManifest(t, out)); len(diff) > 0 {
+			t.Errorf("moment %d differs in %d paths, e.g. %v", i, len(diff), diff[:min(5, len(diff))])
+		}
+	}
+	if t.Failed() {
+		t.Logf("agent log:\n%s", a.logText())
 	}
 }
