@@ -241,25 +241,31 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 // Fsync of a file or directory makes the backing file durable, journals the
 // manifest and flushes the journal: a flush point.
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
-	var err error
-	if h, ok := f.(*handle); ok {
-		if fs, ok := h.inner.(fs.FileFsyncer); ok {
-			if errno := fs.Fsync(ctx, flags); errno != 0 {
-				return errno
+	// The backing file and the journal are made durable at once.
+	done := make(chan syscall.Errno, 1)
+	go func() {
+		if h, ok := f.(*handle); ok {
+			if fs, ok := h.inner.(fs.FileFsyncer); ok {
+				done <- fs.Fsync(ctx, flags)
+				return
 			}
+			done <- 0
+			return
 		}
-	} else {
-		fd, oerr := syscall.Open(n.d.backing(n.rel()), syscall.O_RDONLY|syscall.O_NOFOLLOW, 0)
-		if oerr != nil {
-			return fs.ToErrno(oerr)
+		fd, err := syscall.Open(n.d.backing(n.rel()), syscall.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			done <- fs.ToErrno(err)
+			return
 		}
 		err = syscall.Fsync(fd)
 		syscall.Close(fd)
-		if err != nil {
-			return fs.ToErrno(err)
-		}
+		done <- fs.ToErrno(err)
+	}()
+	jerr := n.d.flush()
+	if errno := <-done; errno != 0 {
+		return errno
 	}
-	return n.d.flush()
+	return jerr
 }
 
 // flush journals the manifest and a flush.
@@ -320,10 +326,17 @@ func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) {
 }
 
 func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	if s, ok := h.inner.(fs.FileFsyncdirer); ok {
-		if errno := s.Fsyncdir(ctx, flags); errno != 0 {
-			return errno
+	done := make(chan syscall.Errno, 1)
+	go func() {
+		if s, ok := h.inner.(fs.FileFsyncdirer); ok {
+			done <- s.Fsyncdir(ctx, flags)
+			return
 		}
+		done <- 0
+	}()
+	jerr := h.d.flush()
+	if errno := <-done; errno != 0 {
+		return errno
 	}
-	return h.d.flush()
+	return jerr
 }
