@@ -115,9 +115,10 @@ func RunDir(ctx context.Context, cfg Config, ready func()) (err error) {
 	}
 
 	shipCtx, stopShip := context.WithCancel(context.Background())
-	sh := &shipper{cfg: cfg, src: nil, size: dirvol.Size, spool: sp, journal: j, epoch: st.Epoch, rescan: rescan || prev == nil, status: status,
+	// Without a local manifest copy (first run, or a lost spool) every file
+	// is compared with the server.
+	sh := &shipper{cfg: cfg, reader: d, size: dirvol.Size, spool: sp, journal: j, epoch: st.Epoch, rescan: rescan || prev == nil, status: status,
 		bookmarks: &bookmarks{dir: cfg.Spool, pending: map[uint64]string{}}, kind: catalog.VolumeDir, dir: d, startScan: d.Changed()}
-	sh.reader = d
 	shipped := make(chan struct{})
 	go func() {
 		defer close(shipped)

@@ -296,7 +296,8 @@ func (d *DirFS) refresh(e *entry) {
 	e.Mode, e.UID, e.GID, e.Mtime = a.Mode, a.UID, a.GID, a.Mtime
 }
 
-// Manifest returns the current manifest (attributes refreshed).
+// manifestLocked returns the current manifest, attributes of changed
+// entries re-read. Called with mu held.
 func (d *DirFS) manifestLocked() *dirvol.Manifest {
 	d.dmu.Lock()
 	slots := d.dirtySlots
