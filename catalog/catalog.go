@@ -27,7 +27,8 @@ var ErrNotFound = errors.New("not found")
 // ErrExists is returned when creating something that already exists.
 var ErrExists = errors.New("already exists")
 
-const schemaVersion = "1"
+// schemaVersion 2 added volumes.kind (see migrate).
+const schemaVersion = "2"
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS volumes(
 	size INTEGER NOT NULL,
 	block_size INTEGER NOT NULL,
 	created_ns INTEGER NOT NULL,
+	kind TEXT NOT NULL DEFAULT 'block',
 	UNIQUE(machine_id, name));
 CREATE TABLE IF NOT EXISTS points(
 	id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -137,6 +139,13 @@ func Open(ctx context.Context, path string, create bool) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("catalog %s: not a Rewind catalog: %w", path, err)
 	}
+	if v == "1" {
+		if err := db.migrate1to2(ctx); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("catalog %s: %w", path, err)
+		}
+		v = schemaVersion
+	}
 	if v != schemaVersion {
 		db.Close()
 		return nil, fmt.Errorf("catalog %s: schema version %s, this rewind reads %s", path, v, schemaVersion)
@@ -166,3 +175,25 @@ func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 }
 
 func nowNS() int64 { return time.Now().UnixNano() }
+
+// migrate1to2 adds the volume kind (block or dir) to a version 1 catalog:
+// every volume it holds is a block volume.
+func (db *DB) migrate1to2(ctx context.Context) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT name FROM pragma_table_info('volumes') WHERE name = 'kind'`)
+		if err != nil {
+			return fmt.Errorf("migrate schema 1 to 2: %w", err)
+		}
+		has := rows.Next()
+		rows.Close()
+		if !has {
+			if _, err := tx.ExecContext(ctx, `ALTER TABLE volumes ADD COLUMN kind TEXT NOT NULL DEFAULT 'block'`); err != nil {
+				return fmt.Errorf("migrate schema 1 to 2: add volumes.kind: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE meta SET value = '2' WHERE key = 'schema'`); err != nil {
+			return fmt.Errorf("migrate schema 1 to 2: %w", err)
+		}
+		return nil
+	})
+}

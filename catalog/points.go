@@ -26,17 +26,19 @@ type Point struct {
 	Label     string    `json:"label"`
 	Size      int64     `json:"size"`
 	BlockSize int64     `json:"block_size"`
-	State     string    `json:"-"`
-	Progress  int64     `json:"-"`
+	// VolumeKind is the volume's kind (VolumeBlock or VolumeDir).
+	VolumeKind string `json:"volume_kind"`
+	State      string `json:"-"`
+	Progress   int64  `json:"-"`
 }
 
-const pointCols = `p.id, p.volume_id, m.name, v.name, p.time_ns, p.kind, p.label, p.size, v.block_size, p.state, p.progress
+const pointCols = `p.id, p.volume_id, m.name, v.name, p.time_ns, p.kind, p.label, p.size, v.block_size, v.kind, p.state, p.progress
 	FROM points p JOIN volumes v ON v.id = p.volume_id JOIN machines m ON m.id = v.machine_id`
 
 func scanPoint(s interface{ Scan(...any) error }) (Point, error) {
 	var p Point
 	var ns int64
-	err := s.Scan(&p.ID, &p.VolumeID, &p.Machine, &p.Volume, &ns, &p.Kind, &p.Label, &p.Size, &p.BlockSize, &p.State, &p.Progress)
+	err := s.Scan(&p.ID, &p.VolumeID, &p.Machine, &p.Volume, &ns, &p.Kind, &p.Label, &p.Size, &p.BlockSize, &p.VolumeKind, &p.State, &p.Progress)
 	p.Time = time.Unix(0, ns).UTC()
 	return p, err
 }

@@ -15,13 +15,23 @@ type Volume struct {
 	Name      string `json:"name"`
 	Size      int64  `json:"size"`
 	BlockSize int64  `json:"block_size"`
+	// Kind is VolumeBlock (a disk or partition) or VolumeDir (a directory
+	// captured by the directory shim: a sparse address space of a
+	// manifest and one slot per file, never a disk).
+	Kind string `json:"kind"`
 }
 
-const volumeCols = `v.id, v.machine_id, m.name, v.name, v.size, v.block_size FROM volumes v JOIN machines m ON m.id = v.machine_id`
+// Volume kinds.
+const (
+	VolumeBlock = "block"
+	VolumeDir   = "dir"
+)
+
+const volumeCols = `v.id, v.machine_id, m.name, v.name, v.size, v.block_size, v.kind FROM volumes v JOIN machines m ON m.id = v.machine_id`
 
 func scanVolume(s interface{ Scan(...any) error }) (Volume, error) {
 	var v Volume
-	err := s.Scan(&v.ID, &v.MachineID, &v.Machine, &v.Name, &v.Size, &v.BlockSize)
+	err := s.Scan(&v.ID, &v.MachineID, &v.Machine, &v.Name, &v.Size, &v.BlockSize, &v.Kind)
 	return v, err
 }
 
@@ -37,13 +47,22 @@ func (db *DB) Volume(ctx context.Context, machine, volume string) (Volume, error
 	return v, nil
 }
 
-// EnsureVolume returns the machine's volume of that name, creating it with
-// the given size and block size when it does not exist yet. An existing
-// volume keeps its block size.
+// EnsureVolume returns the machine's block volume of that name, creating
+// it with the given size and block size when it does not exist yet. An
+// existing volume keeps its block size (and kind: check Volume.Kind).
 func (db *DB) EnsureVolume(ctx context.Context, machineID int64, name string, size, blockSize int64) (Volume, error) {
+	return db.EnsureVolumeKind(ctx, machineID, name, VolumeBlock, size, blockSize)
+}
+
+// EnsureVolumeKind is EnsureVolume for a volume of the given kind
+// (VolumeBlock or VolumeDir) when it is created.
+func (db *DB) EnsureVolumeKind(ctx context.Context, machineID int64, name, kind string, size, blockSize int64) (Volume, error) {
+	if kind != VolumeBlock && kind != VolumeDir {
+		return Volume{}, fmt.Errorf("create volume %q: unknown kind %q", name, kind)
+	}
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO volumes(machine_id, name, size, block_size, created_ns) VALUES(?, ?, ?, ?, ?)`,
-			machineID, name, size, blockSize, nowNS())
+		_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO volumes(machine_id, name, size, block_size, created_ns, kind) VALUES(?, ?, ?, ?, ?, ?)`,
+			machineID, name, size, blockSize, nowNS(), kind)
 		return err
 	})
 	if err != nil {

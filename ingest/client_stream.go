@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/rewind-cdp/rewind/catalog"
 )
 
 // Stream is a continuous-capture session of one volume.
@@ -26,9 +28,15 @@ type Stream struct {
 // OpenStream begins a stream session for a volume of the given size. epoch
 // names the agent's spool.
 func (c *Client) OpenStream(ctx context.Context, machine, volume string, size, blockSize int64, epoch string) (*Stream, error) {
+	return c.OpenStreamKind(ctx, machine, volume, catalog.VolumeBlock, size, blockSize, epoch)
+}
+
+// OpenStreamKind is OpenStream for a volume of the given kind
+// (catalog.VolumeBlock or catalog.VolumeDir).
+func (c *Client) OpenStreamKind(ctx context.Context, machine, volume, kind string, size, blockSize int64, epoch string) (*Stream, error) {
 	var br beginResponse
 	err := c.postJSON(ctx, "/v1/sessions", beginRequest{
-		Machine: machine, Volume: volume, Size: size, BlockSize: blockSize, Stream: true, Epoch: epoch,
+		Machine: machine, Volume: volume, Size: size, BlockSize: blockSize, Stream: true, Epoch: epoch, VolumeKind: kind,
 	}, &br)
 	if err != nil {
 		return nil, err

@@ -50,6 +50,10 @@ type beginRequest struct {
 	// the agent's spool, whose sequence numbers the server remembers.
 	Stream bool   `json:"stream,omitempty"`
 	Epoch  string `json:"epoch,omitempty"`
+	// VolumeKind is the volume's kind when it is created: "" or
+	// catalog.VolumeBlock for a disk, catalog.VolumeDir for a directory
+	// volume. A session of the wrong kind for an existing volume is refused.
+	VolumeKind string `json:"volume_kind,omitempty"`
 }
 
 type beginResponse struct {

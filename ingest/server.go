@@ -194,10 +194,21 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 	if req.Kind == "" {
 		req.Kind = catalog.KindScan
 	}
+	if req.VolumeKind == "" {
+		req.VolumeKind = catalog.VolumeBlock
+	}
+	if req.VolumeKind != catalog.VolumeBlock && (req.VolumeKind != catalog.VolumeDir || !req.Stream) {
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("begin: volume kind %q (a dir volume is written only by the directory shim's stream)", req.VolumeKind))
+		return
+	}
 	ctx := r.Context()
-	vol, err := s.repo.Catalog.EnsureVolume(ctx, m.ID, req.Volume, req.Size, req.BlockSize)
+	vol, err := s.repo.Catalog.EnsureVolumeKind(ctx, m.ID, req.Volume, req.VolumeKind, req.Size, req.BlockSize)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if vol.Kind != req.VolumeKind {
+		httpError(w, http.StatusConflict, fmt.Sprintf("volume %s/%s is a %s volume; this session writes a %s volume (use another volume name)", m.Name, vol.Name, vol.Kind, req.VolumeKind))
 		return
 	}
 	// A new session on a volume supersedes any earlier one (whose client is
@@ -340,7 +351,7 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 	for _, i := range need {
 		sess.expect[o.Entries[i].Blk] = o.Entries[i].Hash
 	}
-	if full {
+	if full && sess.volume.Kind != catalog.VolumeDir { // a dir volume's progress is always whole
 		sess.ranges[o.First] = &blockRange{end: o.End, outstanding: len(need)}
 		sess.advance()
 	}

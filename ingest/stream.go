@@ -116,6 +116,13 @@ func (s *Server) beginStream(ctx context.Context, sess *session, resp *beginResp
 	if sess.seeded && !resp.NeedScan {
 		sess.progress = sess.nblocks // the pending point builds on a whole point
 	}
+	if sess.volume.Kind == catalog.VolumeDir {
+		// A directory volume's address space is sparse and far too large to
+		// send whole: it builds on its newest point, or on the empty space
+		// (all zeros: no manifest yet). On NeedScan the agent compares the
+		// blocks of every file and of the manifest instead (sparse offers).
+		sess.progress = sess.nblocks
+	}
 	return nil
 }
 

@@ -15,6 +15,9 @@ import (
 // mapWindow is how many block versions are resolved per catalog visit.
 const mapWindow = 1024
 
+// dirMapWindow is mapWindow for directory volumes.
+const dirMapWindow = 16
+
 // PointReader reads a volume as it was at one point. It is an
 // io.ReaderAt, safe for concurrent use, and keeps a bounded number of
 // resolved block-map windows.
@@ -43,13 +46,19 @@ func (pr *PointReader) blocks() int64 {
 
 // Block returns where block blk of the point is stored.
 func (pr *PointReader) Block(ctx context.Context, blk int64) (catalog.ChunkRef, error) {
-	w := blk / mapWindow
+	win := int64(mapWindow)
+	if pr.point.VolumeKind == catalog.VolumeDir {
+		// A directory volume is read file by file, each in its own slot far
+		// from the others: resolve small windows (1 MiB at 64 KiB blocks).
+		win = dirMapWindow
+	}
+	w := blk / win
 	pr.mu.Lock()
 	refs, ok := pr.windows[w]
 	pr.mu.Unlock()
 	if !ok {
-		first := w * mapWindow
-		n := min(int64(mapWindow), pr.blocks()-first)
+		first := w * win
+		n := min(win, pr.blocks()-first)
 		if n <= 0 {
 			return catalog.ChunkRef{}, fmt.Errorf("block %d is past the end of the volume", blk)
 		}
@@ -68,7 +77,7 @@ func (pr *PointReader) Block(ctx context.Context, blk int64) (catalog.ChunkRef, 
 		}
 		pr.mu.Unlock()
 	}
-	return refs[blk-w*mapWindow], nil
+	return refs[blk-w*win], nil
 }
 
 // blockLen is the length of block blk (the last one may be short).
@@ -136,6 +145,10 @@ func (pr *PointReader) ReadAtContext(ctx context.Context, p []byte, off int64) (
 	return n, nil
 }
 
+// ErrDirVolume refuses to treat a directory volume (captured by the
+// directory shim) as a disk: its address space is sparse and 4 EiB large.
+var ErrDirVolume = errors.New("a directory volume is not a disk image: restore it with rewind restore --to-dir, or browse its files/ (package parsers/filesystem/dirvol)")
+
 // RestoreOptions tune Restore.
 type RestoreOptions struct {
 	// Workers read and decompress blocks in parallel (default: CPUs).
@@ -149,6 +162,9 @@ type RestoreOptions struct {
 // Restore writes the volume at point p to dst, block by block, each block
 // verified against its content hash before it is written.
 func (r *Repo) Restore(ctx context.Context, p catalog.Point, dst io.WriterAt, opt RestoreOptions) error {
+	if p.VolumeKind == catalog.VolumeDir {
+		return fmt.Errorf("%s/%s point %d: %w", p.Machine, p.Volume, p.ID, ErrDirVolume)
+	}
 	pr := r.OpenPoint(p)
 	workers := opt.Workers
 	if workers <= 0 {

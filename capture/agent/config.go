@@ -29,6 +29,11 @@ import (
 //	name = "legacy"
 //	device = "/dev/sdc"
 //	scan_interval = "30s"      # no shim: compare the whole volume every interval
+//
+//	[[volume]]
+//	name  = "appdata"
+//	dir   = "/var/lib/app.real"  # the directory shim: serve dir at mount
+//	mount = "/var/lib/app"
 type FileConfig struct {
 	Server    string         `toml:"server"`
 	CA        string         `toml:"ca"`
@@ -44,6 +49,7 @@ type VolumeConfig struct {
 	Name         string `toml:"name"`
 	Image        string `toml:"image"`
 	Device       string `toml:"device"`
+	Dir          string `toml:"dir"`
 	Mount        string `toml:"mount"`
 	Spool        string `toml:"spool"`
 	SpoolLimit   int64  `toml:"spool_limit"`
@@ -90,8 +96,17 @@ func LoadConfig(path string) (FileConfig, error) {
 			return c, fmt.Errorf("%s: volume %q appears twice", where, v.Name)
 		}
 		seen[v.Name] = true
-		if (v.Image == "") == (v.Device == "") {
-			return c, fmt.Errorf("%s (%s): give exactly one of image or device", where, v.Name)
+		n := 0
+		for _, src := range []string{v.Image, v.Device, v.Dir} {
+			if src != "" {
+				n++
+			}
+		}
+		if n != 1 {
+			return c, fmt.Errorf("%s (%s): give exactly one of image, device or dir", where, v.Name)
+		}
+		if v.Dir != "" && (v.Mount == "" || v.ScanInterval != "") {
+			return c, fmt.Errorf("%s (%s): a dir volume needs mount (where the directory is served) and takes no scan_interval", where, v.Name)
 		}
 		if v.ScanInterval != "" {
 			d, err := time.ParseDuration(v.ScanInterval)
@@ -118,10 +133,13 @@ func (v VolumeConfig) Interval() time.Duration {
 	return d
 }
 
-// Source is the image or device.
+// Source is the image, device or directory.
 func (v VolumeConfig) Source() string {
-	if v.Image != "" {
+	switch {
+	case v.Image != "":
 		return v.Image
+	case v.Dir != "":
+		return v.Dir
 	}
 	return v.Device
 }

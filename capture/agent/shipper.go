@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rewind-cdp/rewind/capture/spool"
+	"github.com/rewind-cdp/rewind/catalog"
 	"github.com/rewind-cdp/rewind/ingest"
 )
 
@@ -29,10 +30,27 @@ type shipper struct {
 	status  *status
 	// bookmarks are requests from `rewind bookmark`, see bookmark.go.
 	bookmarks *bookmarks
+	// kind is the volume's kind (catalog.VolumeBlock or VolumeDir).
+	kind string
+	// dir is set for a directory volume (see dir.go): scans cover only the
+	// manifest and the files, and the manifest is journaled before every
+	// point. startScan asks for a scan of the files changed while the
+	// agent was stopped.
+	dir       dirSource
+	startScan bool
+	// reader, when set, is read by scans instead of src.
+	reader io.ReaderAt
 
 	mu       sync.Mutex
 	draining bool
 	idle     chan struct{} // closed when a drain finds nothing left to send
+}
+
+func (s *shipper) source() io.ReaderAt {
+	if s.reader != nil {
+		return s.reader
+	}
+	return s.src
 }
 
 // newEpoch gives the spool a new identity, persisted in state.json.
@@ -84,11 +102,18 @@ func (s *shipper) run(ctx context.Context) {
 
 // session runs one stream session until it fails.
 func (s *shipper) session(ctx context.Context) error {
-	st, err := s.cfg.Client.OpenStream(ctx, s.cfg.Machine, s.cfg.Volume, s.size, s.cfg.BlockSize, s.epoch)
+	kind := s.kind
+	if kind == "" {
+		kind = catalog.VolumeBlock
+	}
+	st, err := s.cfg.Client.OpenStreamKind(ctx, s.cfg.Machine, s.cfg.Volume, kind, s.size, s.cfg.BlockSize, s.epoch)
 	if err != nil {
 		return err
 	}
 	s.status.connected()
+	if st.AckedSeq > 0 && st.AckedSeq < s.spool.Next() {
+		s.status.ack(st.AckedSeq) // what the server holds of this spool (status)
+	}
 	if st.AckedSeq >= s.spool.Next() {
 		// The server holds records of this spool that the spool never
 		// wrote (it was replaced or restored): its numbering cannot be
@@ -102,7 +127,7 @@ func (s *shipper) session(ctx context.Context) error {
 		return errors.New("spool identity renewed")
 	}
 	from := st.AckedSeq + 1
-	if st.NeedScan || s.rescan {
+	if st.NeedScan || s.rescan || s.startScan {
 		// Every change from now on is journaled; what the scan reads
 		// already includes a prefix of them, and replaying from here makes
 		// each block exact (see package ingest, stream.go).
@@ -113,11 +138,18 @@ func (s *shipper) session(ctx context.Context) error {
 		}
 		s.status.set("scanning", "")
 		start := time.Now()
-		if err := st.Scan(ctx, s.src, nil, 2, nil); err != nil {
+		var list []int64 // nil: every block
+		if s.dir != nil {
+			list = s.dir.ScanBlocks(st.NeedScan || s.rescan, st.BlockSize())
+		}
+		if err := st.Scan(ctx, s.source(), list, 2, nil); err != nil {
 			return err
 		}
+		if s.dir != nil {
+			s.dir.Scanned()
+		}
 		slog.Info("volume compared with the server", "volume", s.cfg.Volume, "took", time.Since(start).Round(time.Millisecond))
-		s.rescan = false
+		s.rescan, s.startScan = false, false
 		// The first point (or the one closing the gap) can be cut once the
 		// journal from the scan's start is applied.
 		if err := s.ship(ctx, st, from, true); err != nil {
@@ -146,9 +178,11 @@ func (s *shipper) loop(ctx context.Context, st *ingest.Stream, from uint64) erro
 			blocks, since, next, _ := s.journal.takeOverflow()
 			s.status.gap(since, overflowGap)
 			s.status.set("resynchronising", "")
-			if err := st.Scan(ctx, s.src, blocks, 2, nil); err != nil {
-				s.rescan = true // the dirty list is gone: compare everything
-				return err
+			if s.dir == nil || len(blocks) > 0 { // a directory volume is never scanned whole
+				if err := st.Scan(ctx, s.source(), blocks, 2, nil); err != nil {
+					s.rescan = true // the dirty list is gone: compare everything
+					return err
+				}
 			}
 			if err := s.ship(ctx, st, next, true); err != nil {
 				return err
@@ -182,12 +216,26 @@ func (s *shipper) ship(ctx context.Context, st *ingest.Stream, from uint64, cut 
 	}
 	cur := s.spool.NewCursor(from)
 	var last spool.Record
+	// A directory volume journals its manifest before a point is cut; the
+	// records that takes are shipped before the cut.
+	prepared := false
+	prepare := func() bool {
+		if s.dir == nil || prepared {
+			return false
+		}
+		s.dir.WriteManifest(time.Now())
+		prepared = true
+		return true
+	}
 	for {
 		recs, err := cur.Next(4 << 20)
 		if err != nil {
 			return err
 		}
 		if len(recs) == 0 {
+			if (cut || s.cutDue()) && prepare() {
+				continue
+			}
 			s.status.drained()
 			break
 		}
@@ -208,9 +256,13 @@ func (s *shipper) ship(ctx context.Context, st *ingest.Stream, from uint64, cut 
 		// Under a steady stream the journal may never run dry: a change that
 		// has waited CutAfter is put in a point now.
 		if s.cutDue() {
+			if prepare() {
+				continue
+			}
 			if err := s.cut(ctx, st, last.Time); err != nil {
 				return err
 			}
+			prepared = false
 		}
 	}
 	if cut || s.cutDue() {

@@ -18,6 +18,7 @@ import (
 type Status struct {
 	Machine    string  `json:"machine"`
 	Volume     string  `json:"volume"`
+	Kind       string  `json:"kind,omitempty"` // "dir" for the directory shim
 	Source     string  `json:"source"`
 	LoopDevice string  `json:"loop_device"`
 	Mount      string  `json:"mount,omitempty"`

@@ -24,10 +24,10 @@ func newAgentCmd() *cobra.Command {
 		Short: "Protect volumes continuously: every write reaches the server within a second",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usagef("agent needs a subcommand (protect, protect-qemu, run, status)")
+			return usagef("agent needs a subcommand (protect, protect-dir, protect-qemu, run, status)")
 		},
 	}
-	c.AddCommand(newAgentProtectCmd(), newAgentProtectQemuCmd(), newAgentRunCmd(), newAgentStatusCmd())
+	c.AddCommand(newAgentProtectCmd(), newAgentProtectDirCmd(), newAgentProtectQemuCmd(), newAgentRunCmd(), newAgentStatusCmd())
 	return c
 }
 
@@ -133,7 +133,8 @@ func newAgentRunCmd() *cobra.Command {
 		Short: "Protect every volume of a configuration file, as a daemon",
 		Long: `Protect every volume listed in a TOML configuration file until stopped — the
 way to run the agent as a service (a systemd unit is in docs/rewind-agent.service).
-Prints "VOLUME LOOP-DEVICE" for each shim-protected volume once it is served.
+Prints "VOLUME LOOP-DEVICE" for each shim-protected volume once it is served
+("VOLUME MOUNT" for a directory).
 
   server     = "https://backup.example:7420"
   ca         = "/etc/rewind/server.crt"
@@ -149,7 +150,12 @@ Prints "VOLUME LOOP-DEVICE" for each shim-protected volume once it is served.
   [[volume]]
   name = "legacy"
   device = "/dev/sdc"
-  scan_interval = "30s"                 # compare every 30 s instead of the shim`,
+  scan_interval = "30s"                 # compare every 30 s instead of the shim
+
+  [[volume]]
+  name  = "appdata"
+  dir   = "/var/lib/app.real"           # the directory shim (see protect-dir)
+  mount = "/var/lib/app"`,
 		Example: `  rewind agent run --config /etc/rewind/agent.toml`,
 		Args:    args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -182,6 +188,12 @@ Prints "VOLUME LOOP-DEVICE" for each shim-protected volume once it is served.
 					var err error
 					if d := v.Interval(); d > 0 {
 						err = agent.RunScan(ctx, cfg, d)
+					} else if v.Dir != "" {
+						err = agent.RunDir(ctx, cfg, func() {
+							mu.Lock()
+							fmt.Fprintf(out, "%s %s\n", v.Name, v.Mount)
+							mu.Unlock()
+						})
 					} else {
 						err = agent.Run(ctx, cfg, func(loop string) {
 							mu.Lock()
@@ -263,7 +275,7 @@ agent writes into its spool directory every second.`,
 				return writeJSON(cmd.OutOrStdout(), all)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "MACHINE\tVOLUME\tSTATE\tLAG\tSPOOL\tLAST POINT\tOPEN GAPS\tLOOP")
+			fmt.Fprintln(tw, "MACHINE\tVOLUME\tSTATE\tLAG\tSPOOL\tLAST POINT\tOPEN GAPS\tLOOP/MOUNT")
 			for _, st := range all {
 				last := "-"
 				if st.LastPoint != nil {
@@ -275,7 +287,11 @@ agent writes into its spool directory every second.`,
 						open++
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%.1fs\t%s\t%s\t%d\t%s\n", st.Machine, st.Volume, st.State, st.LagSeconds, humanBytes(st.SpoolBytes), last, open, st.LoopDevice)
+				dev := st.LoopDevice
+				if st.Kind == "dir" {
+					dev = st.Mount
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%.1fs\t%s\t%s\t%d\t%s\n", st.Machine, st.Volume, st.State, st.LagSeconds, humanBytes(st.SpoolBytes), last, open, dev)
 			}
 			return tw.Flush()
 		},

@@ -5,6 +5,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/rewind-cdp/rewind/catalog"
 )
 
 type pointJSON struct {
@@ -47,8 +49,12 @@ with nanoseconds. Works while the server runs.`,
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tTIME\tMACHINE\tVOLUME\tKIND\tSIZE\tLABEL")
-			for _, p := range out {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Time, p.Machine, p.Volume, p.Kind, humanBytes(p.Size), p.Label)
+			for i, p := range out {
+				size := humanBytes(p.Size)
+				if ps[i].VolumeKind == catalog.VolumeDir {
+					size = "directory" // a sparse address space, not a disk
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Time, p.Machine, p.Volume, p.Kind, size, p.Label)
 			}
 			return tw.Flush()
 		},

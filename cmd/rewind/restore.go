@@ -10,19 +10,22 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rewind-cdp/rewind/catalog"
+	"github.com/rewind-cdp/rewind/parsers/filesystem/dirvol"
 	"github.com/rewind-cdp/rewind/repository"
 )
 
 func newRestoreCmd() *cobra.Command {
-	var dir, machine, volume, at, to, knownAt string
+	var dir, machine, volume, at, to, toDir, knownAt string
 	var force, full, grow, asJSON bool
 	c := &cobra.Command{
 		Use:   "restore",
-		Short: "Restore a volume as it was at any point to a file or device",
+		Short: "Restore a volume as it was at any point to a file, device or directory",
 		Long: `Restore a volume exactly as it was at a point in time, to an image file or a
-block device. Every block is checked against its content hash before it is
-written: damage stops the restore with an error naming the pack, never with
-wrong data. A file target is written beside itself and renamed into place only
+block device (--to), or — for a directory volume captured by rewind agent
+protect-dir — to a directory (--to-dir). Every block is checked against its
+content hash before it is written: damage stops the restore with an error
+naming the pack, never with wrong data. A file target is written beside itself and renamed into place only
 once complete (run sync before power-cycling if it must be on stable storage);
 a device target is synced before the command returns.
 
@@ -43,17 +46,24 @@ before anything is written.
 
 --at takes RFC 3339 (2026-11-20T10:15:00Z), "YYYY-MM-DD HH:MM[:SS]" in local
 time, a relative time (-15m, -2h, -3d), latest (the default), or a point id; a
-time resolves to the newest point at or before it.`,
+time resolves to the newest point at or before it.
+
+--to-dir recreates every directory, file, hard link and symlink of a
+directory volume with its size, mode, mtime and (as root) owner; zero blocks
+become holes. DIR must be empty or missing unless --force, which restores into
+it (entries of the volume replace what is there; other files stay).`,
 		Example: `  rewind restore --machine web1 --volume root --at -15m --to root.img
   rewind restore --machine web1 --volume root --at "2026-11-20 10:15" --to /dev/sdc
   rewind restore --machine web1 --volume root --at 42 --to root.img --force
   rewind restore --machine web1 --volume data --at -2h --to /dev/sdb --target-point latest
-  rewind restore --machine web1 --volume root --to /dev/nvme1n1 --grow`,
+  rewind restore --machine web1 --volume root --to /dev/nvme1n1 --grow
+
+  rewind restore --machine db1 --volume pgdata --at -15m --to-dir /srv/pgdata-15m`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if to == "" {
-				return usagef("--to is required: an image file or a block device")
+			if (to == "") == (toDir == "") {
+				return usagef("give --to (an image file or a block device) or --to-dir (a directory, for a directory volume)")
 			}
 			if _, err := parseAtSyntax(at); err != nil {
 				return err
@@ -70,6 +80,12 @@ time resolves to the newest point at or before it.`,
 			p, err := resolveAt(ctx, repo.Catalog, vol, at, time.Now())
 			if err != nil {
 				return err
+			}
+			if toDir != "" {
+				return restoreToDir(cmd, repo, p, toDir, force, asJSON)
+			}
+			if p.VolumeKind == catalog.VolumeDir {
+				return fmt.Errorf("%s/%s is a directory volume, not a disk: restore it with --to-dir DIR", p.Machine, p.Volume)
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "restoring %s/%s point %d (%s, %s)\n", p.Machine, p.Volume, p.ID, pointTime(p.Time), p.Kind)
 			start := time.Now()
@@ -162,12 +178,43 @@ time resolves to the newest point at or before it.`,
 	c.Flags().StringVar(&volume, "volume", "", "volume name")
 	c.Flags().StringVar(&at, "at", "latest", "point to restore: a time, a relative time, latest, or a point id")
 	c.Flags().StringVar(&to, "to", "", "target image file or block device")
-	c.Flags().BoolVar(&force, "force", false, "overwrite an existing target file (in place when it has the volume's size)")
+	c.Flags().StringVar(&toDir, "to-dir", "", "target directory, for a directory volume (empty or missing unless --force)")
+	c.Flags().BoolVar(&force, "force", false, "overwrite an existing target file (in place when it has the volume's size), or restore into a non-empty directory")
 	c.Flags().StringVar(&knownAt, "target-point", "", "the point the target already holds (a time or point id): write the blocks that differ without reading the target")
 	c.Flags().BoolVar(&grow, "grow", false, "on a larger device, extend the last partition and its file system to the end")
 	c.Flags().BoolVar(&full, "full", false, "write every block, even where the target already holds it")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return c
+}
+
+// restoreToDir restores a directory volume's point into a directory.
+func restoreToDir(cmd *cobra.Command, repo *repository.Repo, p catalog.Point, dst string, force, asJSON bool) error {
+	if p.VolumeKind != catalog.VolumeDir {
+		return fmt.Errorf("%s/%s is a disk volume: restore it with --to FILE|DEVICE (or browse its files/ in rewind mount)", p.Machine, p.Volume)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "restoring %s/%s point %d (%s, %s) to %s\n", p.Machine, p.Volume, p.ID, pointTime(p.Time), p.Kind, dst)
+	start := time.Now()
+	f, err := dirvol.Open(cmd.Context(), repo.OpenPoint(p), p.Size)
+	if err != nil {
+		return fmt.Errorf("%s/%s point %d: %w", p.Machine, p.Volume, p.ID, err)
+	}
+	pg := newProgress(cmd.ErrOrStderr(), "restore", dirBytes(f))
+	res, err := restoreDir(cmd.Context(), f, dst, force, pg.Add)
+	pg.Done()
+	if err != nil {
+		return fmt.Errorf("restore to %s: %w", dst, err)
+	}
+	el := time.Since(start)
+	if asJSON {
+		return writeJSON(cmd.OutOrStdout(), map[string]any{
+			"point":  pointJSON{p.ID, p.Machine, p.Volume, pointTime(p.Time), p.Kind, p.Label, p.Size},
+			"to_dir": dst, "dirs": res.Dirs, "files": res.Files, "hardlinks": res.Hardlinks, "symlinks": res.Symlinks,
+			"bytes": res.Bytes, "seconds": el.Seconds(),
+		})
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "restored %s/%s point %d (%s) to %s: %d directories, %d files (%s), %d hard links, %d symlinks in %s\n",
+		p.Machine, p.Volume, p.ID, pointTime(p.Time), dst, res.Dirs, res.Files, humanBytes(res.Bytes), res.Hardlinks, res.Symlinks, el.Round(time.Millisecond))
+	return nil
 }
 
 // parseAtSyntax rejects an unparsable --at before anything is opened.

@@ -1,5 +1,6 @@
 // Package detect probes a volume's boot sector or superblock, opens it with
-// the matching reader (NTFS, exFAT, XFS, ext2/3/4, FAT12/16/32) wrapped so
+// the matching reader (NTFS, exFAT, XFS, ext2/3/4, FAT12/16/32, or the
+// manifest of a directory volume) wrapped so
 // that no reader panic escapes, and lists the volumes of a whole disk
 // through its partition table.
 package detect
@@ -10,6 +11,7 @@ import (
 	"io"
 
 	"github.com/rewind-cdp/rewind/parsers/filesystem"
+	"github.com/rewind-cdp/rewind/parsers/filesystem/dirvol"
 	"github.com/rewind-cdp/rewind/parsers/filesystem/exfat"
 	"github.com/rewind-cdp/rewind/parsers/filesystem/ext4"
 	"github.com/rewind-cdp/rewind/parsers/filesystem/fat"
@@ -27,6 +29,10 @@ func Detect(ctx context.Context, r io.ReaderAt, size int64) (fs filesystem.FS, e
 	}()
 	var f filesystem.FS
 	switch {
+	case dirvol.Probe(r, size):
+		// A directory volume (rewind agent protect-dir): its manifest at
+		// offset 0 lists the files of the sparse address space.
+		f, err = dirvol.Open(ctx, r, size)
 	case ntfs.Probe(r, size):
 		f, err = ntfs.Open(ctx, r, size)
 	case exfat.Probe(r, size):
