@@ -11,11 +11,13 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // Journal receives every change as it happens. Its methods run in the
@@ -47,6 +49,14 @@ type Shim struct {
 	size    int64
 	journal Journal
 	locks   [stripes]sync.Mutex
+
+	// written counts writes and discards done to the backing store;
+	// synced is the count the last completed sync covered. syncMu lets
+	// one sync of the backing store run at a time: a flush that waited for
+	// it is usually covered by the one it waited for.
+	written atomic.Uint64
+	syncMu  sync.Mutex
+	synced  uint64
 }
 
 // Path is the volume file, to attach a loop device to.
@@ -56,6 +66,9 @@ func (s *Shim) Path() string { return s.dir + "/" + FileName }
 // mount is done directly, without fusermount).
 func Mount(dir string, backing *os.File, size int64, j Journal) (*Shim, error) {
 	s := &Shim{dir: dir, backing: backing, size: size, journal: j}
+	// The first flush syncs, whatever: writes done before this mount (by an
+	// agent that was killed) may still be in the page cache only.
+	s.written.Store(1)
 	root := &rootNode{shim: s}
 	srv, err := fs.Mount(dir, root, &fs.Options{
 		MountOptions: fuse.MountOptions{
@@ -182,6 +195,7 @@ func (n *volumeNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, o
 	unlock := n.shim.lock(off, int64(len(data)))
 	defer unlock()
 	w, err := n.shim.backing.WriteAt(data, off)
+	n.shim.written.Add(1)
 	if err != nil {
 		if w > 0 {
 			n.shim.journal.Write(time.Now(), off, data[:w])
@@ -193,9 +207,10 @@ func (n *volumeNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, o
 }
 
 // Fsync makes the backing store and the journal durable, both at once.
+// (The loop device turns a flush into one fsync of its backing file.)
 func (n *volumeNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
 	done := make(chan error, 1)
-	go func() { done <- n.shim.backing.Sync() }()
+	go func() { done <- n.shim.syncBacking() }()
 	jerr := n.shim.journal.Flush(time.Now())
 	if err := <-done; err != nil {
 		return fs.ToErrno(err)
@@ -204,6 +219,35 @@ func (n *volumeNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) 
 		return syscall.EIO
 	}
 	return 0
+}
+
+// syncBacking makes every write and discard done before it durable on the
+// backing store. fdatasync is enough: the volume is the data (and the
+// extents that hold it), not the image file's times.
+func (s *Shim) syncBacking() error {
+	target := s.written.Load()
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.synced >= target {
+		return nil // covered by the sync this one waited for
+	}
+	upto := s.written.Load()
+	rc, err := s.backing.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for serr = unix.Fdatasync(int(fd)); serr == unix.EINTR; serr = unix.Fdatasync(int(fd)) {
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return serr
+	}
+	s.synced = upto
+	return nil
 }
 
 // Flush is close(2) of a handle: nothing to do (fsync is the barrier).
@@ -227,6 +271,7 @@ func (n *volumeNode) Allocate(ctx context.Context, fh fs.FileHandle, off uint64,
 	l = min(l, n.shim.size-o)
 	unlock := n.shim.lock(o, l)
 	defer unlock()
+	defer n.shim.written.Add(1)
 	if err := syscall.Fallocate(int(n.shim.backing.Fd()), mode|keepSize, o, l); err != nil {
 		// A block device or a filesystem without hole punching: write zeros.
 		if err := writeZeros(n.shim.backing, o, l); err != nil {

@@ -11,7 +11,18 @@
 //	length u32 | crc32c(header fields + data) u32                  (40 bytes)
 //	data [length]   (writes only)
 //
-// Opening a spool checks every record and cuts a torn tail.
+// Records in a segment carry consecutive seqs from the one in its name;
+// opening a spool reads each segment up to the first record that is torn,
+// damaged or out of sequence, and appends to a new segment after that.
+//
+// A flush must cost the disk as little as possible, since every
+// synchronous write of the protected volume waits for one. Segment files
+// are therefore preallocated to the segment size, and acknowledged segments
+// are kept (renamed free-<seq>.log, at most keepFree of them) and reused:
+// overwriting blocks a file already has changes no metadata, so the
+// fdatasync of a flush writes the records and nothing else. Old records
+// left in a reused file have smaller seqs than its new name, so they are
+// never taken for new ones. Concurrent flushes share one fdatasync.
 package spool
 
 import (
@@ -25,6 +36,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Kind is what a record captured.
@@ -55,6 +68,8 @@ func (k Kind) String() string {
 const (
 	headerSize = 40
 	maxRecord  = 64 << 20
+	// keepFree is how many acknowledged segments are kept for reuse.
+	keepFree = 2
 )
 
 var (
@@ -93,12 +108,19 @@ type Spool struct {
 
 	mu    sync.Mutex
 	segs  []segment // oldest first; the last is being appended to
-	cur   *os.File
-	next  uint64 // seq of the next record
-	size  int64  // bytes in all segments
+	cur   *os.File  // the last segment, once it is appended to
+	next  uint64    // seq of the next record
+	size  int64     // bytes of records in all segments
 	buf   []byte
 	err   error // sticky write error
 	acked uint64
+	// durable: every record with a smaller seq is on disk.
+	durable uint64
+	free    []string // acknowledged segment files kept for reuse
+
+	// syncMu lets one fdatasync run at a time; a Sync that waited for it
+	// finds its records made durable by the one before, most of the time.
+	syncMu sync.Mutex
 }
 
 // Open opens (or creates) the spool in dir; limit bounds its size in bytes.
@@ -117,15 +139,9 @@ func Open(dir string, limit int64) (*Spool, error) {
 		if _, err := fmt.Sscanf(filepath.Base(n), "seg-%016x.log", &first); err != nil {
 			return nil, fmt.Errorf("spool %s: unexpected file %s", dir, n)
 		}
-		good, last, err := scanSegment(n)
+		good, last, err := scanSegment(n, first)
 		if err != nil {
 			return nil, err
-		}
-		if st, _ := os.Stat(n); st != nil && st.Size() != good {
-			// A torn tail: the record being written when the agent stopped.
-			if err := os.Truncate(n, good); err != nil {
-				return nil, fmt.Errorf("spool: cut torn tail of %s: %w", n, err)
-			}
 		}
 		s.segs = append(s.segs, segment{first: first, path: n, size: good})
 		s.size += good
@@ -138,20 +154,59 @@ func Open(dir string, limit int64) (*Spool, error) {
 			s.next = first
 		}
 	}
+	frees, err := filepath.Glob(filepath.Join(dir, "free-*.log"))
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range frees {
+		// A kept segment's records are older than every segment's; should
+		// the numbering have started again (every segment lost), its
+		// records could pass for new ones, so it is not reused.
+		var first uint64
+		if _, err := fmt.Sscanf(filepath.Base(n), "free-%016x.log", &first); err == nil && first < s.next && len(s.free) < keepFree {
+			s.free = append(s.free, n)
+		} else if err := os.Remove(n); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+	}
 	if len(s.segs) > 0 {
 		last := s.segs[len(s.segs)-1]
-		f, err := os.OpenFile(last.path, os.O_WRONLY|os.O_APPEND, 0)
-		if err != nil {
-			return nil, err
+		if last.size > 0 {
+			// What lies past the good records (a torn tail, or records
+			// written but never flushed before a crash) stays where it is,
+			// never to be read: appending goes on in a new segment. The
+			// records kept may still be in the page cache only (the agent
+			// was killed, not the machine); a flush after this Open must
+			// cover them too.
+			f, err := os.OpenFile(last.path, os.O_WRONLY, 0)
+			if err != nil {
+				return nil, fmt.Errorf("spool: %w", err)
+			}
+			err = fdatasync(f)
+			f.Close()
+			if err != nil {
+				return nil, fmt.Errorf("spool: sync %s: %w", last.path, err)
+			}
+		} else {
+			// An empty segment is appended to from its start, so nothing
+			// from before may remain in it (a later record of the same
+			// numbering could be read after a new, shorter one).
+			f, err := os.OpenFile(last.path, os.O_WRONLY|os.O_TRUNC, 0)
+			if err != nil {
+				return nil, fmt.Errorf("spool: %w", err)
+			}
+			s.preallocate(f)
+			s.cur = f
 		}
-		s.cur = f
 	}
+	s.durable = s.next
 	return s, nil
 }
 
 // scanSegment checks a segment's records and returns the length of its
-// good prefix and the last good seq.
-func scanSegment(path string) (int64, uint64, error) {
+// good prefix and the last good seq. The good prefix ends before the first
+// record that is damaged or whose seq does not follow (first, first+1, …).
+func scanSegment(path string, first uint64) (int64, uint64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, 0, err
@@ -163,6 +218,7 @@ func scanSegment(path string) (int64, uint64, error) {
 	}
 	var off int64
 	var last uint64
+	want := first
 	var hdr [headerSize]byte
 	var data []byte
 	for off+headerSize <= st.Size() {
@@ -170,7 +226,7 @@ func scanSegment(path string) (int64, uint64, error) {
 			break
 		}
 		r, dlen, ok := decodeHeader(hdr[:])
-		if !ok || off+headerSize+dlen > st.Size() {
+		if !ok || off+headerSize+dlen > st.Size() || r.Seq != want {
 			break
 		}
 		if int64(cap(data)) < dlen {
@@ -184,6 +240,7 @@ func scanSegment(path string) (int64, uint64, error) {
 			break
 		}
 		last = r.Seq
+		want++
 		off += headerSize + dlen
 	}
 	return off, last, nil
@@ -265,29 +322,44 @@ func (s *Spool) Append(kind Kind, t time.Time, off, length int64, data []byte) (
 	encodeHeader(b, r)
 	copy(b[headerSize:], data)
 	binary.LittleEndian.PutUint32(b[36:], crc32.Update(crc32.Checksum(b[:36], castagnoli), castagnoli, data))
-	if _, err := s.cur.Write(b); err != nil {
-		s.err = fmt.Errorf("spool: append: %w", err)
+	last := &s.segs[len(s.segs)-1]
+	if _, err := s.cur.WriteAt(b, last.size); err != nil {
+		s.err = fmt.Errorf("spool: append to %s at %d: %w", last.path, last.size, err)
 		return 0, s.err
 	}
-	s.segs[len(s.segs)-1].size += need
+	last.size += need
 	s.size += need
 	s.next++
 	return r.Seq, nil
 }
 
-// rotate starts a new segment. Called with mu held.
+// rotate starts a new segment, in a reused file when there is one. Called
+// with mu held.
 func (s *Spool) rotate() error {
 	if s.cur != nil {
-		if err := s.cur.Sync(); err != nil {
+		if err := fdatasync(s.cur); err != nil {
 			return fmt.Errorf("spool: sync segment: %w", err)
 		}
 		s.cur.Close()
+		s.cur = nil
+		s.durable = max(s.durable, s.next)
 	}
 	p := filepath.Join(s.dir, fmt.Sprintf("seg-%016x.log", s.next))
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	if n := len(s.free); n > 0 {
+		// Its records all have smaller seqs than s.next: none of them
+		// can be read as one of the new segment's.
+		if err := os.Rename(s.free[n-1], p); err != nil {
+			return fmt.Errorf("spool: reuse segment: %w", err)
+		}
+		s.free = s.free[:n-1]
+		flags = os.O_WRONLY
+	}
+	f, err := os.OpenFile(p, flags, 0o600)
 	if err != nil {
 		return fmt.Errorf("spool: new segment: %w", err)
 	}
+	s.preallocate(f)
 	if d, err := os.Open(s.dir); err == nil {
 		d.Sync()
 		d.Close()
@@ -297,18 +369,91 @@ func (s *Spool) rotate() error {
 	return nil
 }
 
-// Sync makes every appended record durable.
-func (s *Spool) Sync() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return s.err
+// preallocate gives a segment file its blocks up front, so that appending
+// records does not change its size. A filesystem that cannot do it just
+// grows the file.
+func (s *Spool) preallocate(f *os.File) {
+	if st, err := f.Stat(); err == nil && st.Size() >= s.segSize {
+		return
 	}
-	if s.cur != nil {
-		if err := s.cur.Sync(); err != nil {
-			s.err = fmt.Errorf("spool: sync: %w", err)
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) { unix.Fallocate(int(fd), 0, 0, s.segSize) })
+}
+
+// retire drops a segment file whose records are all acknowledged, keeping
+// up to keepFree of them for reuse. Called with mu held.
+func (s *Spool) retire(seg segment) error {
+	if len(s.free) < keepFree {
+		p := filepath.Join(s.dir, fmt.Sprintf("free-%016x.log", seg.first))
+		if err := os.Rename(seg.path, p); err == nil {
+			s.free = append(s.free, p)
+			return nil
 		}
 	}
+	if err := os.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("spool: drop acknowledged segment: %w", err)
+	}
+	return nil
+}
+
+// fdatasync makes a file's data durable, with the metadata needed to read
+// it back (its size, its blocks) but not its times.
+func fdatasync(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			serr = unix.Fdatasync(int(fd))
+			if serr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// Sync makes every record appended before it durable. Concurrent calls
+// share the disk's work: while one fdatasync runs, the others wait, and the
+// next one covers all of them.
+func (s *Spool) Sync() error {
+	s.mu.Lock()
+	target, err := s.next, s.err
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.mu.Lock()
+	if s.durable >= target || s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return err
+	}
+	f, upto := s.cur, s.next
+	s.mu.Unlock()
+	// Appends go on meanwhile; this covers those before upto.
+	err = fdatasync(f)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if f != s.cur && s.durable >= target {
+			return s.err // rotated meanwhile: the rotation synced it
+		}
+		if s.err == nil {
+			s.err = fmt.Errorf("spool: sync: %w", err)
+		}
+		return s.err
+	}
+	s.durable = max(s.durable, upto)
 	return s.err
 }
 
@@ -335,8 +480,8 @@ func (s *Spool) Ack(seq uint64) error {
 		s.acked = seq
 	}
 	for len(s.segs) > 1 && s.segs[1].first <= s.acked+1 {
-		if err := os.Remove(s.segs[0].path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("spool: drop acknowledged segment: %w", err)
+		if err := s.retire(s.segs[0]); err != nil {
+			return err
 		}
 		s.size -= s.segs[0].size
 		s.segs = s.segs[1:]
@@ -349,20 +494,31 @@ func (s *Spool) Ack(seq uint64) error {
 func (s *Spool) Reset() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cur != nil {
-		s.cur.Close()
-		s.cur = nil
-	}
-	for _, seg := range s.segs {
-		if err := os.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	// An empty segment named by the next seq keeps the numbering across a
+	// restart; it is made before the old segments go, so that a crash in
+	// between leaves either.
+	old := s.segs
+	s.segs, s.size, s.err = nil, 0, nil
+	if n := len(old); n > 0 && old[n-1].size == 0 && s.cur != nil {
+		s.segs, old = old[n-1:], old[:n-1] // it is there already
+	} else {
+		if s.cur != nil {
+			s.cur.Close()
+			s.cur = nil
+		}
+		if err := s.rotate(); err != nil {
+			s.err = err
 			return err
 		}
 	}
-	s.segs, s.size, s.err = nil, 0, nil
 	s.acked = s.next - 1
-	// An empty segment named by the next seq keeps the numbering across a
-	// restart.
-	return s.rotate()
+	s.durable = s.next
+	for _, seg := range old {
+		if err := s.retire(seg); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Cursor reads records in order from some seq on, remembering where it
@@ -460,9 +616,12 @@ func (s *Spool) Close() error {
 	if s.cur == nil {
 		return s.err
 	}
-	err := s.cur.Sync()
+	err := fdatasync(s.cur)
 	s.cur.Close()
 	s.cur = nil
+	if err == nil {
+		s.durable = max(s.durable, s.next)
+	}
 	if s.err != nil {
 		return s.err
 	}

@@ -1,9 +1,16 @@
 // Command agentbench measures the continuous-capture agent on this
 // machine, in one run: the write overhead of the block shim against a
 // plain loop device (sequential `dd conv=fsync` throughput and 4 KiB
-// random synchronous write IOPS), and the recovery point objective under a
-// steady 20 MB/s of writes (p50/p99 of the time from a write's completion
-// to the server's acknowledgement). It needs root and /dev/fuse.
+// random synchronous write IOPS, with their latency), and the recovery
+// point objective under a steady 20 MB/s of writes (p50/p99 of the time
+// from a write's completion to the server's acknowledgement). It needs
+// root and /dev/fuse.
+//
+// The server runs on this machine too, and turns every flush into a
+// point; the synchronous writes are therefore measured a second time with
+// the server stopped (the agent only spools), which is the shim's own
+// write path. Plain and shim runs alternate in short slices, so that the
+// load of a shared machine falls on both alike.
 //
 //	go run ./tools/agentbench [-size 1GiB] [-seconds 10] [-rpo-seconds 30]
 package main
@@ -19,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -46,21 +54,19 @@ func main() {
 	data := filepath.Join(dir, "data.bin")
 	writeRandom(data, 512<<20)
 
+	// The plain loop device stays attached, so that plain and shim runs can
+	// alternate: the machine is shared and its load drifts, so each figure
+	// is the sum of several short slices taken turn about with its peer.
 	img := filepath.Join(dir, "plain.img")
 	mkImage(img, *size)
 	dev := strings.TrimSpace(output("losetup", "--find", "--show", img))
-	plainSeq := ddFsync(data, dev)
-	plainIOPS := randomSyncIOPS(dev, *size, time.Duration(*secs)*time.Second)
-	must(exec.Command("losetup", "--detach", dev).Run(), "detach "+dev)
-	logf("plain loop device: %.0f MB/s sequential, %.0f IOPS", plainSeq, plainIOPS)
+	cleanups = append(cleanups, func() { exec.Command("losetup", "--detach", dev).Run() })
+	defer cleanups[len(cleanups)-1]()
 
 	repo := filepath.Join(dir, "repo")
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort())
-	srv := exec.Command(bin, "server", "--repo", repo, "--listen", addr)
-	srv.Stderr = logFile(dir, "server.log")
-	start(srv, "start server")
-	defer stop(srv)
-	time.Sleep(time.Second)
+	srv := startServer(bin, repo, addr, dir, "server.log")
+	defer func() { stop(srv) }()
 	token := strings.TrimSpace(output(bin, "machine", "add", "bench", "--repo", repo))
 	img2 := filepath.Join(dir, "shim.img")
 	mkImage(img2, *size)
@@ -77,9 +83,34 @@ func main() {
 	}
 	sdev := strings.TrimSpace(sc.Text())
 	waitStreaming(bin, spool)
-	shimSeq := ddFsync(data, sdev)
-	shimIOPS := randomSyncIOPS(sdev, *size, time.Duration(*secs)*time.Second)
-	logf("through the shim: %.0f MB/s sequential, %.0f IOPS", shimSeq, shimIOPS)
+
+	const rounds = 4
+	var plainSeq, shimSeq rate
+	for range 2 {
+		plainSeq.add(ddFsync(data, dev))
+		shimSeq.add(ddFsync(data, sdev))
+	}
+	logf("dd conv=fsync: plain loop %.0f MB/s, through the shim %.0f MB/s", plainSeq.per(), shimSeq.per())
+	waitStreaming(bin, spool)
+	slice := time.Duration(*secs) * time.Second / rounds
+	var plainIOPS, shimIOPS sync4k
+	for range rounds {
+		plainIOPS.run(dev, *size, slice)
+		shimIOPS.run(sdev, *size, slice)
+	}
+	logf("4 KiB O_DSYNC: plain loop %.0f IOPS, through the shim %.0f IOPS", plainIOPS.iops(), shimIOPS.iops())
+
+	// The same with the server stopped: the agent only spools. This splits
+	// the shim's own write path from the load of a server that ingests
+	// every flush as a point on this same machine (disk and 2 cores).
+	stop(srv)
+	var plainAlone, shimAlone sync4k
+	for range rounds {
+		plainAlone.run(dev, *size, slice)
+		shimAlone.run(sdev, *size, slice)
+	}
+	logf("4 KiB O_DSYNC, server stopped: plain loop %.0f IOPS, through the shim %.0f IOPS", plainAlone.iops(), shimAlone.iops())
+	srv = startServer(bin, repo, addr, dir, "server2.log")
 
 	// A fresh agent process, so its acknowledgement statistics hold only the
 	// steady writes.
@@ -107,12 +138,31 @@ func main() {
 		fail("the agent acknowledged no steady writes; see " + filepath.Join(dir, "agent2.log"))
 	}
 
-	fmt.Printf("\nBlock shim overhead (same run, %s volume image on %s):\n", human(*size), dir)
+	fmt.Printf("\nBlock shim overhead (same run, %s volume image on %s; plain and shim taken turn about: 2 dd runs, %d write slices each):\n", human(*size), dir, rounds)
 	fmt.Printf("  %-34s %12s %12s %8s %s\n", "", "plain loop", "shim", "ratio", "target")
-	fmt.Printf("  %-34s %12.0f %12.0f %7.0f%% %s\n", "dd bs=1M conv=fsync, MB/s", plainSeq, shimSeq, 100*shimSeq/plainSeq, mark(shimSeq/plainSeq >= 0.6, ">= 60 %"))
-	fmt.Printf("  %-34s %12.0f %12.0f %7.0f%% %s\n", "4 KiB random O_DSYNC writes, IOPS", plainIOPS, shimIOPS, 100*shimIOPS/plainIOPS, mark(shimIOPS/plainIOPS >= 0.5, ">= 50 %"))
+	fmt.Printf("  %-34s %12.0f %12.0f %7.0f%% %s\n", "dd bs=1M conv=fsync, MB/s", plainSeq.per(), shimSeq.per(), 100*shimSeq.per()/plainSeq.per(), mark(shimSeq.per()/plainSeq.per() >= 0.6, ">= 60 %"))
+	fmt.Printf("  %-34s %12.0f %12.0f %7.0f%% %s\n", "4 KiB random O_DSYNC writes, IOPS", plainIOPS.iops(), shimIOPS.iops(), 100*shimIOPS.iops()/plainIOPS.iops(), mark(shimIOPS.iops()/plainIOPS.iops() >= 0.5, ">= 50 %"))
+	fmt.Printf("  %-34s %12s %12s\n", "  p50 / p99 latency, ms", plainIOPS.pct(), shimIOPS.pct())
+	fmt.Printf("  %-34s %12.0f %12.0f %7.0f%%\n", "  the same, server stopped, IOPS", plainAlone.iops(), shimAlone.iops(), 100*shimAlone.iops()/plainAlone.iops())
+	fmt.Printf("  %-34s %12s %12s\n", "  p50 / p99 latency, ms", plainAlone.pct(), shimAlone.pct())
 	fmt.Printf("\nRPO under 20 MB/s of steady writes for %d s (write completion to server acknowledgement):\n", *rpoSecs)
 	fmt.Printf("  p50 %.3f s, p99 %.3f s  %s\n", st[0].P50, st[0].P99, mark(st[0].P99 <= 1, "p99 <= 1 s"))
+}
+
+// startServer starts the rewind server on repo and waits until it listens.
+func startServer(bin, repo, addr, dir, log string) *exec.Cmd {
+	srv := exec.Command(bin, "server", "--repo", repo, "--listen", addr)
+	srv.Stderr = logFile(dir, log)
+	start(srv, "start server")
+	for range 100 {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return srv
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fail("the server did not listen on " + addr + "; see " + filepath.Join(dir, log))
+	return nil
 }
 
 func mark(ok bool, target string) string {
@@ -126,13 +176,20 @@ func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", a...)
 }
 
-// children are the processes this run started; fail stops them.
-var children []*exec.Cmd
+// children are the processes this run started; fail stops them, then
+// runs cleanups (loop devices to detach).
+var (
+	children []*exec.Cmd
+	cleanups []func()
+)
 
 func fail(msg string) {
 	fmt.Fprintln(os.Stderr, "agentbench:", msg)
 	for i := len(children) - 1; i >= 0; i-- {
 		stop(children[i])
+	}
+	for _, c := range cleanups {
+		c()
 	}
 	os.Exit(1)
 }
@@ -210,31 +267,64 @@ func writeRandom(path string, n int64) {
 	exec.Command("cat", path).Run() // into the page cache
 }
 
-// ddFsync copies src onto dev with dd conv=fsync and returns MB/s.
-func ddFsync(src, dev string) float64 {
+// rate sums bytes and time over several runs.
+type rate struct {
+	mb   float64
+	secs float64
+}
+
+func (r *rate) add(mb, secs float64) { r.mb += mb; r.secs += secs }
+func (r *rate) per() float64         { return r.mb / r.secs }
+
+// ddFsync copies src onto dev with dd conv=fsync and returns the MB
+// copied and the seconds it took.
+func ddFsync(src, dev string) (float64, float64) {
 	start := time.Now()
 	must(exec.Command("dd", "if="+src, "of="+dev, "bs=1M", "conv=fsync,notrunc", "status=none").Run(), "dd")
 	st, _ := os.Stat(src)
-	return float64(st.Size()) / 1e6 / time.Since(start).Seconds()
+	return float64(st.Size()) / 1e6, time.Since(start).Seconds()
 }
 
-// randomSyncIOPS writes 4 KiB blocks at random aligned offsets with O_DSYNC.
-func randomSyncIOPS(dev string, size int64, d time.Duration) float64 {
+// sync4k accumulates 4 KiB random synchronous writes over several runs.
+type sync4k struct {
+	n    int
+	secs float64
+	lat  []time.Duration
+	seed uint64
+}
+
+// run writes 4 KiB blocks at random aligned offsets with O_DSYNC for d.
+func (s *sync4k) run(dev string, size int64, d time.Duration) {
 	f, err := os.OpenFile(dev, os.O_WRONLY|syscall.O_DSYNC, 0)
 	must(err, "open "+dev)
 	defer f.Close()
-	r := rand.New(rand.NewPCG(3, 4))
+	s.seed++
+	r := rand.New(rand.NewPCG(3, s.seed))
 	buf := make([]byte, 4096)
-	n := 0
 	start := time.Now()
 	for time.Since(start) < d {
-		buf[0] = byte(n)
+		buf[0] = byte(s.n)
+		t := time.Now()
 		if _, err := f.WriteAt(buf, r.Int64N(size/4096)*4096); err != nil {
 			fail("random write: " + err.Error())
 		}
-		n++
+		s.lat = append(s.lat, time.Since(t))
+		s.n++
 	}
-	return float64(n) / time.Since(start).Seconds()
+	s.secs += time.Since(start).Seconds()
+}
+
+func (s *sync4k) iops() float64 { return float64(s.n) / s.secs }
+
+// pct is the p50 and p99 latency in milliseconds.
+func (s *sync4k) pct() string {
+	l := slices.Clone(s.lat)
+	slices.Sort(l)
+	if len(l) == 0 {
+		return "-"
+	}
+	ms := func(q float64) float64 { return float64(l[int(q*float64(len(l)-1))]) / 1e6 }
+	return fmt.Sprintf("%.2f / %.2f", ms(0.5), ms(0.99))
 }
 
 // steady writes rate bytes per second to dev in 1 MiB O_DIRECT writes for
