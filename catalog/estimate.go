@@ -10,7 +10,8 @@ import (
 // committed point (the initial copy) and every change after it.
 type VolumeUsage struct {
 	Machine, Volume string
-	Size            int64 // the volume's size
+	Kind            string // VolumeBlock or VolumeDir
+	Size            int64  // the volume's size (a directory volume's is its address space)
 	Points          int
 	First, Last     time.Time // times of the first and the last committed point
 	// BaseLogical is the non-zero data of the first point; BaseStored what
@@ -56,7 +57,7 @@ func (u VolumeUsage) Need(days float64) float64 {
 
 // Usage measures every volume with at least one committed point.
 func (db *DB) Usage(ctx context.Context) ([]VolumeUsage, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT v.id, m.name, v.name, v.size, COUNT(p.id), MIN(p.time_ns), MAX(p.time_ns)
+	rows, err := db.r.QueryContext(ctx, `SELECT v.id, m.name, v.name, v.kind, v.size, COUNT(p.id), MIN(p.time_ns), MAX(p.time_ns)
 		FROM volumes v JOIN machines m ON m.id = v.machine_id JOIN points p ON p.volume_id = v.id AND p.state = 'committed'
 		GROUP BY v.id ORDER BY m.name, v.name`)
 	if err != nil {
@@ -70,7 +71,7 @@ func (db *DB) Usage(ctx context.Context) ([]VolumeUsage, error) {
 	for rows.Next() {
 		var v vol
 		var first, last int64
-		if err := rows.Scan(&v.id, &v.u.Machine, &v.u.Volume, &v.u.Size, &v.u.Points, &first, &last); err != nil {
+		if err := rows.Scan(&v.id, &v.u.Machine, &v.u.Volume, &v.u.Kind, &v.u.Size, &v.u.Points, &first, &last); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("usage: %w", err)
 		}

@@ -46,25 +46,18 @@ func startBoot(ctx context.Context, f *bootFlags, opt vm.Options, watch bool) (*
 	if f.memory < 64 || f.cpus < 1 {
 		return nil, usagef("--memory must be at least 64 (MiB) and --cpus at least 1")
 	}
-	if _, err := parseAtSyntax(f.at); err != nil {
-		return nil, err
-	}
-	repo, err := openRepo(ctx, f.dir)
+	repo, _, p, err := openPointAt(ctx, f.dir, f.machine, f.volume, f.at)
 	if err != nil {
 		return nil, err
 	}
-	b := &bootSession{repo: repo}
+	b := &bootSession{repo: repo, point: p}
 	ok := false
 	defer func() {
 		if !ok {
 			b.close()
 		}
 	}()
-	vol, err := lookupVolume(ctx, repo, f.machine, f.volume)
-	if err != nil {
-		return nil, err
-	}
-	if b.point, err = resolveAt(ctx, repo.Catalog, vol, f.at, time.Now()); err != nil {
+	if err := needDisk(p, "booting"); err != nil {
 		return nil, err
 	}
 	if b.dir, err = os.MkdirTemp("", "rewind-boot-"); err != nil {

@@ -7,6 +7,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/rewind-cdp/rewind/catalog"
 )
 
 // parseSize parses a byte size: 1234, 500MB, 1.5GiB, 2TB (B, KB/KiB, MB/MiB,
@@ -114,8 +116,10 @@ machines already protected.`,
 				m.changedLogical += u.ChangedLogical
 				m.changedStored += u.ChangedStored
 				total += need
-				baseStored += float64(u.BaseStored)
-				volBytes += float64(u.Size)
+				if u.Kind != catalog.VolumeDir { // a directory volume's size is an address space
+					baseStored += float64(u.BaseStored)
+					volBytes += float64(u.Size)
+				}
 				chLog += float64(u.ChangedLogical)
 				chStored += float64(u.ChangedStored)
 			}

@@ -121,20 +121,12 @@ time, a relative time (-15m, -2h, -3d), latest (the default), or a point id.`,
 			if compress && f.name != "qcow2" {
 				return usagef("--compress applies to --format qcow2 only (vmdk-stream is always compressed)")
 			}
-			if _, err := parseAtSyntax(at); err != nil {
-				return err
-			}
-			repo, err := openRepo(ctx, dir)
+			repo, _, p, err := openPointAt(ctx, dir, machine, volume, at)
 			if err != nil {
 				return err
 			}
 			defer repo.Close()
-			vol, err := lookupVolume(ctx, repo, machine, volume)
-			if err != nil {
-				return err
-			}
-			p, err := resolveAt(ctx, repo.Catalog, vol, at, time.Now())
-			if err != nil {
+			if err := needDisk(p, "export"); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "exporting %s/%s point %d (%s, %s) as %s\n", p.Machine, p.Volume, p.ID, pointTime(p.Time), p.Kind, f.name)

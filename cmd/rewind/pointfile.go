@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -70,10 +69,7 @@ func openItemFile(ctx context.Context, a []string, f *pointFileFlags, what strin
 	case f.machine == "" || f.volume == "" || f.path == "":
 		return nil, usagef("--machine, --volume and --path go together")
 	}
-	if _, err := parseAtSyntax(f.at); err != nil {
-		return nil, err
-	}
-	repo, err := openRepo(ctx, f.repo)
+	repo, _, p, err := openPointAt(ctx, f.repo, f.machine, f.volume, f.at)
 	if err != nil {
 		return nil, err
 	}
@@ -83,14 +79,6 @@ func openItemFile(ctx context.Context, a []string, f *pointFileFlags, what strin
 			repo.Close()
 		}
 	}()
-	vol, err := lookupVolume(ctx, repo, f.machine, f.volume)
-	if err != nil {
-		return nil, err
-	}
-	p, err := resolveAt(ctx, repo.Catalog, vol, f.at, time.Now())
-	if err != nil {
-		return nil, err
-	}
 	disk := repo.OpenPoint(p)
 	vols, err := detect.Volumes(ctx, disk, p.Size)
 	if err != nil {

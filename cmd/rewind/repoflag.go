@@ -85,3 +85,33 @@ func (pg *progress) Done() {
 		pg.p.Wait()
 	}
 }
+
+// openPointAt opens the repository and resolves machine/volume at at (the
+// --at forms) to a point. The caller closes the repository.
+func openPointAt(ctx context.Context, dir, machine, volume, at string) (*repository.Repo, catalog.Volume, catalog.Point, error) {
+	if _, err := parseAtSyntax(at); err != nil {
+		return nil, catalog.Volume{}, catalog.Point{}, err
+	}
+	repo, err := openRepo(ctx, dir)
+	if err != nil {
+		return nil, catalog.Volume{}, catalog.Point{}, err
+	}
+	vol, err := lookupVolume(ctx, repo, machine, volume)
+	if err == nil {
+		var p catalog.Point
+		if p, err = resolveAt(ctx, repo.Catalog, vol, at, time.Now()); err == nil {
+			return repo, vol, p, nil
+		}
+	}
+	repo.Close()
+	return nil, catalog.Volume{}, catalog.Point{}, err
+}
+
+// needDisk refuses a directory volume (rewind agent protect-dir) where a
+// disk is needed.
+func needDisk(p catalog.Point, what string) error {
+	if p.VolumeKind == catalog.VolumeDir {
+		return fmt.Errorf("%s/%s is a directory volume, not a disk: %s needs a disk (restore it with restore --to-dir DIR)", p.Machine, p.Volume, what)
+	}
+	return nil
+}

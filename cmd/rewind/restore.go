@@ -65,27 +65,16 @@ it (entries of the volume replace what is there; other files stay).`,
 			if (to == "") == (toDir == "") {
 				return usagef("give --to (an image file or a block device) or --to-dir (a directory, for a directory volume)")
 			}
-			if _, err := parseAtSyntax(at); err != nil {
-				return err
-			}
-			repo, err := openRepo(ctx, dir)
+			repo, vol, p, err := openPointAt(ctx, dir, machine, volume, at)
 			if err != nil {
 				return err
 			}
 			defer repo.Close()
-			vol, err := lookupVolume(ctx, repo, machine, volume)
-			if err != nil {
-				return err
-			}
-			p, err := resolveAt(ctx, repo.Catalog, vol, at, time.Now())
-			if err != nil {
-				return err
-			}
 			if toDir != "" {
 				return restoreToDir(cmd, repo, p, toDir, force, asJSON)
 			}
-			if p.VolumeKind == catalog.VolumeDir {
-				return fmt.Errorf("%s/%s is a directory volume, not a disk: restore it with --to-dir DIR", p.Machine, p.Volume)
+			if err := needDisk(p, "--to"); err != nil {
+				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "restoring %s/%s point %d (%s, %s)\n", p.Machine, p.Volume, p.ID, pointTime(p.Time), p.Kind)
 			start := time.Now()

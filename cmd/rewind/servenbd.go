@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -126,20 +125,12 @@ stops on Ctrl-C or SIGTERM.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if _, err := parseAtSyntax(at); err != nil {
-				return err
-			}
-			repo, err := openRepo(ctx, dir)
+			repo, _, p, err := openPointAt(ctx, dir, machine, volume, at)
 			if err != nil {
 				return err
 			}
 			defer repo.Close()
-			vol, err := lookupVolume(ctx, repo, machine, volume)
-			if err != nil {
-				return err
-			}
-			p, err := resolveAt(ctx, repo.Catalog, vol, at, time.Now())
-			if err != nil {
+			if err := needDisk(p, "serve-nbd"); err != nil {
 				return err
 			}
 			if writable && scratch == "" {
