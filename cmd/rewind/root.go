@@ -40,6 +40,8 @@ func subcommands() []*cobra.Command {
 		newBackupCmd(),
 		newPointsCmd(),
 		newRestoreCmd(),
+		newMountCmd(),
+		newUmountCmd(),
 		newCheckCmd(),
 		newDemoCmd(),
 		newAgentCmd(),
