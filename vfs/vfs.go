@@ -155,7 +155,8 @@ type FS struct {
 	pmu      sync.Mutex
 	pstates  map[int64]*pointState
 	porder   []int64
-	overlays map[string]*overlay // point id + "/" + disk name
+	overlays map[string]*overlay // by point id
+	descs    map[int64]*memFile  // writable VMDK descriptors by point id
 }
 
 type listing struct {
@@ -192,7 +193,7 @@ func New(ctx context.Context, repo *repository.Repo, opt Options) (*FS, error) {
 		started: opt.Now(),
 		nodes:   map[uint64]*node{}, keys: map[string]uint64{}, next: RootIno + 1,
 		volumes: map[string]*listing{}, vstates: map[int64]*volState{},
-		pstates: map[int64]*pointState{}, overlays: map[string]*overlay{},
+		pstates: map[int64]*pointState{}, overlays: map[string]*overlay{}, descs: map[int64]*memFile{},
 	}
 	if opt.Audit != nil {
 		f.audit = &auditLog{w: opt.Audit}
@@ -537,7 +538,17 @@ func (f *FS) diskReader(ctx context.Context, n *node, ps *pointState) (ctxReader
 		if err != nil {
 			return nil, nil, 0, err
 		}
-		return ctxAdapter{v}, ro, v.Size(), nil
+		if !f.opt.Writable {
+			return ctxAdapter{v}, ro, v.Size(), nil
+		}
+		f.pmu.Lock()
+		d := f.descs[ps.p.ID]
+		if d == nil {
+			d = &memFile{b: v.Descriptor()}
+			f.descs[ps.p.ID] = d
+		}
+		f.pmu.Unlock()
+		return d, d.WriteAtContext, d.size(), nil
 	}
 	return nil, nil, 0, fmt.Errorf("%s: %w", n.disk, ErrNotExist)
 }
@@ -620,8 +631,8 @@ func (f *FS) diskAttr(ctx context.Context, n *node) (Attr, error) {
 	n.mu.Lock()
 	a := n.attr
 	n.mu.Unlock()
-	if a.Mode != 0 {
-		return a, nil
+	if a.Mode != 0 && !f.opt.Writable {
+		return a, nil // sizes of writable disks may change (the VMDK descriptor)
 	}
 	ps, err := f.pointState(ctx, n)
 	if err != nil {
@@ -632,12 +643,12 @@ func (f *FS) diskAttr(ctx context.Context, n *node) (Attr, error) {
 		return Attr{}, err
 	}
 	mode := os.FileMode(0o444)
-	if f.opt.Writable && n.disk != DiskVMDK {
+	if f.opt.Writable {
 		mode = 0o644
 	}
 	t := ps.p.Time
 	a = Attr{Ino: n.ino, Mode: mode, Size: size, Nlink: 1, UID: f.opt.UID, GID: f.opt.GID, Mtime: t, Atime: t, Ctime: t,
-		Immutable: !f.opt.Writable || n.disk == DiskVMDK}
+		Immutable: !f.opt.Writable}
 	n.mu.Lock()
 	n.attr = a
 	n.mu.Unlock()
@@ -1100,15 +1111,21 @@ func (f *FS) Readlink(ctx context.Context, ino uint64) (string, error) {
 
 // Handle is an open file.
 type Handle struct {
-	r     ctxReaderAt
-	w     func(context.Context, []byte, int64) (int, error)
-	size  int64
-	write bool
-	sync  func() error
+	sizeFn func() int64 // when the size can change
+	r      ctxReaderAt
+	w      func(context.Context, []byte, int64) (int, error)
+	size   int64
+	write  bool
+	sync   func() error
 }
 
 // Size is the file's size.
-func (h *Handle) Size() int64 { return h.size }
+func (h *Handle) Size() int64 {
+	if h.sizeFn != nil {
+		return h.sizeFn()
+	}
+	return h.size
+}
 
 // Read reads into p at off like pread: a short count at the end of the
 // file, 0 past it, and an error (see ErrnoOf) only when data is damaged or
@@ -1117,11 +1134,12 @@ func (h *Handle) Read(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, ErrInvalid
 	}
-	if off >= h.size {
+	size := h.Size()
+	if off >= size {
 		return 0, nil
 	}
-	if int64(len(p)) > h.size-off {
-		p = p[:h.size-off]
+	if int64(len(p)) > size-off {
+		p = p[:size-off]
 	}
 	n, err := h.r.ReadAtContext(ctx, p, off)
 	if err == io.EOF {
@@ -1166,12 +1184,15 @@ func (f *FS) Open(ctx context.Context, ino uint64, write bool) (*Handle, error) 
 		if err != nil {
 			return nil, err
 		}
-		if write && (!f.opt.Writable || n.disk == DiskVMDK) {
+		if write && !f.opt.Writable {
 			return nil, fmt.Errorf("%s: %w", f.pathOf(n), ErrReadOnly)
 		}
 		f.auditEvent(ctx, "open", n)
 		h := &Handle{r: r, w: w, size: size, write: write}
-		if write {
+		if n.disk == DiskVMDK && f.opt.Writable {
+			h.sizeFn = r.(*memFile).size
+		}
+		if write && n.disk != DiskVMDK {
 			o, err := f.overlay(ps)
 			if err != nil {
 				return nil, err

@@ -252,6 +252,24 @@ func TestWritableOverlay(t *testing.T) {
 	if sha(t, img) == p.DiskSHA256 {
 		t.Error("disk.img unchanged after the write")
 	}
+	// a hypervisor's writes through the VMDK (which rewrites the
+	// descriptor's content ID) with O_DIRECT
+	if _, err := exec.LookPath("qemu-io"); err == nil {
+		out, err := exec.Command("qemu-io", "-f", "vmdk", "-t", "none", "-c", "write -P 0x66 1M 8k", "-c", "read -P 0x66 1M 8k",
+			filepath.Join(pd, "disk.vmdk")).CombinedOutput()
+		if err != nil || strings.Contains(string(out), "fail") || strings.Contains(string(out), "error") {
+			t.Errorf("qemu-io through disk.vmdk: %v\n%s", err, out)
+		}
+		g, _ := os.Open(img)
+		b := make([]byte, 8192)
+		g.ReadAt(b, 1<<20)
+		g.Close()
+		if !bytes.Equal(b, bytes.Repeat([]byte{0x66}, 8192)) {
+			t.Error("disk.img does not show what was written through disk.vmdk")
+		}
+	} else if testenv.InCI() {
+		t.Error("qemu-io missing")
+	}
 	if err := os.WriteFile(filepath.Join(pd, "files", "new"), nil, 0o644); err == nil {
 		t.Error("created a file in files/ of a writable mount")
 	}

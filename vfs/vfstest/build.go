@@ -195,7 +195,7 @@ func BuildExt4(t testing.TB, dir string) Expect {
 	work := t.TempDir()
 	src := filepath.Join(work, "src")
 	img := filepath.Join(work, "fs.img")
-	fstest.MakeTree(t, src, fstest.TreeOptions{Files: 200, Symlinks: true, Hardlinks: true, Sparse: true, BigFile: 3 << 20})
+	fstest.MakeTree(t, src, fstest.TreeOptions{Files: 150, Symlinks: true, Hardlinks: true, Sparse: true, BigFile: 2 << 20})
 	var e Expect
 	for gen := 0; gen < 3; gen++ {
 		if gen > 0 {
