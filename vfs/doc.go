@@ -70,8 +70,12 @@
 //
 // With Options.Writable, disk.img, disk.vhd and the VMDK extent of each
 // point share a copy-on-write overlay: a sparse scratch file in
-// Options.Scratch holding written 4 KiB granules, deleted by Close. The
-// repository is never written; files/ stays read-only.
+// Options.Scratch holding written 4 KiB granules, deleted by Close; the
+// VMDK descriptor gets a writable copy in memory (hypervisors rewrite its
+// content ID). The repository is never written; files/ stays read-only.
+//
+// The tree remembers every node it has handed out (about 200 bytes each)
+// for the life of the tree, so that inode numbers stay stable.
 //
 // Options.Audit receives one JSON line (AuditRecord) per Open and per
 // Readdir: time, op, caller uid/gid/pid, machine, volume, point and path.

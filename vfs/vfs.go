@@ -306,13 +306,12 @@ func (f *FS) machineNames(ctx context.Context) ([]string, error) {
 	if f.machines != nil && f.opt.Now().Sub(f.mLoaded) < f.opt.Refresh {
 		return f.machines, nil
 	}
-	ms, err := f.repo.Catalog.Machines(ctx)
+	names, err := f.repo.Catalog.MachineNames(ctx)
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, 0, len(ms))
-	for _, m := range ms {
-		names = append(names, m.Name)
+	if names == nil {
+		names = []string{}
 	}
 	f.machines, f.mLoaded = names, f.opt.Now()
 	return names, nil
@@ -332,14 +331,20 @@ func (f *FS) volumesOf(ctx context.Context, machine string) ([]catalog.Volume, e
 	return vs, nil
 }
 
-// volState holds a volume's committed points and their names.
+// volState holds a volume's committed points and their names. It is
+// refreshed incrementally (points commit in id order and names depend
+// only on earlier points), and in full every fullReload in case points
+// were removed.
 type volState struct {
-	mu     sync.Mutex
-	loaded time.Time
-	points []catalog.Point
-	names  []string
-	byName map[string]int
+	mu         sync.Mutex
+	loaded     time.Time
+	fullLoaded time.Time
+	points     []catalog.Point
+	names      []string
+	byName     map[string]int
 }
+
+const fullReload = time.Minute
 
 func (f *FS) pointsOf(ctx context.Context, v catalog.Volume) (*volState, error) {
 	f.lmu.Lock()
@@ -351,19 +356,41 @@ func (f *FS) pointsOf(ctx context.Context, v catalog.Volume) (*volState, error) 
 	f.lmu.Unlock()
 	vs.mu.Lock()
 	defer vs.mu.Unlock()
-	if vs.points == nil || f.opt.Now().Sub(vs.loaded) >= f.opt.Refresh {
+	now := f.opt.Now()
+	switch {
+	case vs.points == nil || now.Sub(vs.fullLoaded) >= fullReload:
 		ps, err := f.repo.Catalog.Points(ctx, v.Machine, v.Name)
 		if err != nil {
 			return nil, err
 		}
-		if ps == nil {
-			ps = []catalog.Point{}
+		names := PointNames(ps)
+		byName := make(map[string]int, len(ps))
+		for i, n := range names {
+			byName[n] = i
 		}
-		vs.points, vs.names, vs.loaded = ps, PointNames(ps), f.opt.Now()
-		vs.byName = make(map[string]int, len(ps))
-		for i, n := range vs.names {
-			vs.byName[n] = i
+		// new slices: snapshots handed out earlier stay as they were
+		vs.points, vs.names, vs.byName = append([]catalog.Point{}, ps...), names, byName
+		vs.loaded, vs.fullLoaded = now, now
+	case now.Sub(vs.loaded) >= f.opt.Refresh:
+		var last int64
+		for _, p := range vs.points {
+			last = max(last, p.ID)
 		}
+		ps, err := f.repo.Catalog.PointsAfter(ctx, v.ID, last)
+		if err != nil {
+			return nil, err
+		}
+		vs.loaded = now
+		if len(ps) == 0 {
+			break
+		}
+		all := PointNames(append(append([]catalog.Point{}, vs.points...), ps...))
+		byName := make(map[string]int, len(all))
+		for i, n := range all {
+			byName[n] = i
+		}
+		vs.points = append(vs.points[:len(vs.points):len(vs.points)], ps...)
+		vs.names, vs.byName = all, byName
 	}
 	return vs, nil
 }
