@@ -232,7 +232,11 @@ func (b *blockReader) ReadAtContext(ctx context.Context, p []byte, off int64) (i
 // readAhead notices sequential reads and queues the blocks after them.
 func (b *blockReader) readAhead(ctx context.Context, first, last int64) {
 	b.mu.Lock()
-	if first != b.next && first != b.next-1 && !(first >= b.next && first < b.ahead) {
+	// Kernels issue read-ahead requests in parallel, so a sequential
+	// stream may arrive a little out of order: anything between just
+	// behind the stream and the blocks already queued continues it.
+	near := first >= b.next-b.window-2 && first <= max(b.ahead, b.next)
+	if !(first == b.next || first == b.next-1 || (b.window > 0 && near)) {
 		// not sequential: start over
 		b.window = 0
 		b.ahead = 0
@@ -240,15 +244,15 @@ func (b *blockReader) readAhead(ctx context.Context, first, last int64) {
 		b.mu.Unlock()
 		return
 	}
-	b.next = last + 1
+	b.next = max(b.next, last+1)
 	if b.window == 0 {
 		b.window = 4
 	} else if b.window < readAheadMax {
 		b.window *= 2
 	}
 	total := (b.p.Size + b.p.BlockSize - 1) / b.p.BlockSize
-	from := max(b.ahead, last+1)
-	to := min(last+1+b.window, total)
+	from := max(b.ahead, b.next)
+	to := min(b.next+b.window, total)
 	if from >= to {
 		b.mu.Unlock()
 		return
