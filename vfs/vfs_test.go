@@ -144,4 +144,32 @@ func TestPartitionsAndBrokenDisks(t *testing.T) {
 	if _, err := tr.Lstat("/pc/disk/latest/disk-flat.vmdk"); tr.Errno(err) != vfs.ENOENT {
 		t.Errorf("disk-flat.vmdk of a whole-sector volume: %v, want ENOENT", err)
 	}
+
+	// Sequential reads make the tree read the following blocks ahead.
+	fresh, err := vfs.New(ctx, repo, vfs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	a, err := fresh.Walk(ctx, "/pc/noise/latest/disk.img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hd, err := fresh.Open(ctx, a.Ino, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 32<<10)
+	for off := int64(0); off < 4*repository.DefaultBlockSize; off += int64(len(buf)) {
+		if _, err := hd.Read(ctx, buf, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for fresh.Stats().Misses <= 4 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := fresh.Stats(); st.Misses <= 4 || st.ReadAheadRuns == 0 {
+		t.Errorf("after reading 4 blocks in order: %+v, want blocks read ahead", st)
+	}
 }
