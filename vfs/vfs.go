@@ -961,17 +961,22 @@ func (f *FS) filesNode(ctx context.Context, pt *node) (*node, error) {
 }
 
 func (f *FS) partNode(ctx context.Context, d *node, i int, v fsVolume, ps *pointState) (*node, error) {
-	n := f.intern("p\x00"+strconv.FormatInt(d.point, 10)+"\x00part\x00"+strconv.Itoa(i), func(ino uint64) *node {
-		n := &node{kind: kBroken, parent: d.ino, name: v.name, machine: d.machine, vol: d.vol, point: d.point, pname: d.pname, part: i, path: "/",
-			attr: f.dirAttr(0, ps.p.Time, true)}
-		if v.fs != nil {
-			if e, err := v.fs.Root(ctx); err == nil {
-				n.kind, n.attr = kFS, f.fsAttr(0, e)
-			}
+	key := "p\x00" + strconv.FormatInt(d.point, 10) + "\x00part\x00" + strconv.Itoa(i)
+	f.mu.Lock()
+	ino, ok := f.keys[key]
+	f.mu.Unlock()
+	if ok {
+		return f.node(ino)
+	}
+	// read the root outside the node table's lock
+	n := &node{kind: kBroken, parent: d.ino, name: v.name, machine: d.machine, vol: d.vol, point: d.point, pname: d.pname, part: i, path: "/",
+		attr: f.dirAttr(0, ps.p.Time, true)}
+	if v.fs != nil {
+		if e, err := v.fs.Root(ctx); err == nil {
+			n.kind, n.attr = kFS, f.fsAttr(0, e)
 		}
-		return n
-	})
-	return n, nil
+	}
+	return f.intern(key, func(uint64) *node { return n }), nil
 }
 
 // Readdir lists a directory with every entry's attributes (one listing:
