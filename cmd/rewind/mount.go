@@ -58,10 +58,10 @@ only; the rest stays browsable. Reads go through a shared cache of
 decompressed blocks (--cache-size) and read ahead when sequential; points never
 change, so the kernel caches their pages and attributes.
 
---writable keeps writes to disk.img, disk.vhd and the VMDK extent in a
-copy-on-write overlay in --scratch (deleted at unmount), so a database server
-can attach a file or a hypervisor can boot the disk; the repository is never
-written and files/ stays read-only.
+--writable keeps writes to disk.img, disk.vhd and disk.vmdk in a copy-on-write
+overlay in --scratch (deleted at unmount; all three show the same writes), so
+a database server can attach a file or a hypervisor can boot the disk; the
+repository is never written and files/ stays read-only.
 
 --audit-log appends one JSON line per open and per listing: time, op, uid,
 gid, pid, machine, volume, point, path. --allow-other lets other users read
