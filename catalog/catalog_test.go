@@ -192,3 +192,35 @@ func TestOpenRefusesMissingCatalog(t *testing.T) {
 		t.Fatal("opened a catalog that does not exist")
 	}
 }
+
+func TestListingsForTheFileSystem(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	v := setup(t, db)
+	if _, err := db.AddMachine(ctx, "a-first", []byte("tok2")); err != nil {
+		t.Fatal(err)
+	}
+	names, err := db.MachineNames(ctx)
+	if err != nil || len(names) != 2 || names[0] != "a-first" || names[1] != "m" {
+		t.Errorf("MachineNames = %q %v", names, err)
+	}
+	vs, err := db.Volumes(ctx, "m")
+	if err != nil || len(vs) != 1 || vs[0].ID != v.ID {
+		t.Errorf("Volumes(m) = %+v %v", vs, err)
+	}
+	if vs, err := db.Volumes(ctx, "a-first"); err != nil || len(vs) != 0 {
+		t.Errorf("Volumes(a-first) = %+v %v", vs, err)
+	}
+	base := time.Unix(1700000000, 0)
+	p1 := commitPoint(t, db, v, base)
+	p2 := commitPoint(t, db, v, base.Add(time.Second))
+	if ps, err := db.PointsAfter(ctx, v.ID, 0); err != nil || len(ps) != 2 {
+		t.Errorf("PointsAfter(0) = %+v %v", ps, err)
+	}
+	if ps, err := db.PointsAfter(ctx, v.ID, p1.ID); err != nil || len(ps) != 1 || ps[0].ID != p2.ID {
+		t.Errorf("PointsAfter(p1) = %+v %v", ps, err)
+	}
+	if ps, err := db.PointsAfter(ctx, v.ID, p2.ID); err != nil || len(ps) != 0 {
+		t.Errorf("PointsAfter(p2) = %+v %v", ps, err)
+	}
+}

@@ -70,3 +70,22 @@ func (db *DB) MachineByToken(ctx context.Context, tokenHash []byte) (Machine, er
 	m.Created = time.Unix(0, ns).UTC()
 	return m, nil
 }
+
+// MachineNames lists the machines' names, sorted, without counting their
+// volumes and points.
+func (db *DB) MachineNames(ctx context.Context) ([]string, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT name FROM machines ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list machines: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, fmt.Errorf("list machines: %w", err)
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}

@@ -166,3 +166,10 @@ func (db *DB) StreamPosition(ctx context.Context, volumeID int64) (string, uint6
 func (db *DB) PendingPoint(ctx context.Context, id int64) (Point, error) {
 	return db.onePoint(ctx, fmt.Sprintf("pending point %d", id), `p.id = ? AND p.state = 'pending'`, id)
 }
+
+// PointsAfter lists the volume's committed points with an id above
+// afterID, oldest first: what a reader that already knows the points up to
+// afterID has not seen (a volume's points commit in id order).
+func (db *DB) PointsAfter(ctx context.Context, volumeID, afterID int64) ([]Point, error) {
+	return db.queryPoints(ctx, `p.volume_id = ? AND p.state = 'committed' AND p.id > ? ORDER BY p.time_ns, p.id`, volumeID, afterID)
+}

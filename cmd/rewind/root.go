@@ -48,6 +48,8 @@ func subcommands() []*cobra.Command {
 		newPruneCmd(),
 		newBootCmd(),
 		newVerifyBootCmd(),
+		newMountCmd(),
+		newUmountCmd(),
 		newCheckCmd(),
 		newDemoCmd(),
 		newAgentCmd(),
