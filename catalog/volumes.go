@@ -55,3 +55,22 @@ func (db *DB) EnsureVolume(ctx context.Context, machineID int64, name string, si
 	}
 	return v, nil
 }
+
+// Volumes lists the volumes of a machine (of every machine when machine
+// is ""), ordered by machine and name.
+func (db *DB) Volumes(ctx context.Context, machine string) ([]Volume, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT `+volumeCols+` WHERE ? = '' OR m.name = ? ORDER BY m.name, v.name`, machine, machine)
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	defer rows.Close()
+	var out []Volume
+	for rows.Next() {
+		v, err := scanVolume(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list volumes: %w", err)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}

@@ -41,6 +41,8 @@ func subcommands() []*cobra.Command {
 		newBackupCmd(),
 		newPointsCmd(),
 		newRestoreCmd(),
+		newMountCmd(),
+		newUmountCmd(),
 		newCheckCmd(),
 		newDemoCmd(),
 		newESECmd(),
