@@ -1,67 +1,107 @@
 package xfs
 
 import (
-	"bytes"
 	"context"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
-	"github.com/rewind-cdp/rewind/parsers/filesystem"
 	"github.com/rewind-cdp/rewind/parsers/filesystem/fstest"
+	"github.com/rewind-cdp/rewind/test/testenv"
 )
 
-// FuzzXFS overwrites the superblock/AG headers and the root inode chunk of
-// a fresh mkfs.xfs image and browses the result through the panic-proof
-// wrapper.
-func FuzzXFS(f *testing.F) {
-	if _, err := exec.LookPath("mkfs.xfs"); err != nil {
-		f.Skip("needs mkfs.xfs")
+// region is a metadata structure of the seed image that fuzz inputs patch.
+type region struct {
+	off, len int64
+}
+
+// metadataRegions lists the structures the reader parses in a clean
+// image: the superblock, every inode, the first blocks of every extent of
+// directories and symlinks, and the first B+tree block under each root.
+func metadataRegions(t testing.TB, f *FS) []region {
+	ctx := context.Background()
+	rs := []region{{0, 512}}
+	seen := map[uint64]bool{}
+	var walk func(ino uint64, depth int)
+	walk = func(ino uint64, depth int) {
+		if seen[ino] || depth > 20 {
+			return
+		}
+		seen[ino] = true
+		in, err := f.inode(ino)
+		if err != nil {
+			t.Fatalf("seed image: %v", err)
+		}
+		rs = append(rs, region{in.off, f.sb.isize})
+		if in.format == fmtBtree && len(in.fork) >= 4+16 {
+			maxrec := (len(in.fork) - 4) / 16
+			if off := f.fsbOff(be.Uint64(in.fork[4+maxrec*8:])); off >= 0 {
+				rs = append(rs, region{off, f.sb.bs})
+			}
+		}
+		if (in.format == fmtExtents || in.format == fmtBtree) && !in.e.Mode.IsRegular() {
+			ext, err := f.extents(ctx, in)
+			if err != nil {
+				t.Fatalf("seed image: %v", err)
+			}
+			for i, e := range ext {
+				if i%8 == 0 { // a sample of the blocks of big directories
+					rs = append(rs, region{int64(e.pblk) * f.sb.bs, f.sb.bs})
+				}
+			}
+		}
+		if in.e.Mode.IsDir() {
+			d, err := f.readDir(ctx, in)
+			if err != nil {
+				t.Fatalf("seed image: %v", err)
+			}
+			for i, c := range d.inos {
+				if i < 8 || i%64 == 0 {
+					walk(c, depth+1)
+				}
+			}
+		}
 	}
-	img := filepath.Join(f.TempDir(), "x.img")
-	fstest.Run(f, "truncate", "-s", "300M", img)
-	fstest.Run(f, "mkfs.xfs", "-q", "-f", img)
+	walk(f.sb.rootino, 0)
+	return rs
+}
+
+// FuzzXFS patches one metadata structure of a populated mkfs.xfs image
+// (chosen by region, at offset at inside it) and browses the result. The
+// reader is called directly, not through filesystem.Safe: any panic is a
+// bug the fuzzer must report.
+func FuzzXFS(f *testing.F) {
+	testenv.NeedTool(f, "mkfs.xfs", "xfs_db")
+	img := protoImage(f, protoTree(600))
 	fh, err := os.Open(img)
 	if err != nil {
 		f.Fatal(err)
 	}
 	defer fh.Close()
-	base := make([]byte, 1<<20)
-	fh.ReadAt(base, 0)
-	x, err := Open(context.Background(), fh, 300<<20)
-	if err != nil {
-		f.Fatal(err)
+	fi, _ := fh.Stat()
+	clean := openFile(f, img)
+	rs := metadataRegions(f, clean)
+	for i, r := range rs {
+		if i%4 != 0 && i > 16 {
+			continue
+		}
+		// seeds are the structures' headers (short inputs minimize fast)
+		b := make([]byte, min(r.len, 192))
+		if _, err := fh.ReadAt(b, r.off); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(uint16(i), uint16(0), b)                    // intact
+		f.Add(uint16(i), uint16(i*37%int(r.len)), b[:16]) // shifted copy of its own header
 	}
-	root := int64(x.sb.InodeAbsOffset(x.sb.Rootino))
-	f.Add(base[:4096], base[root:root+4096])
-	f.Fuzz(func(t *testing.T, head, inodes []byte) {
-		b := bytes.Clone(base)
-		copy(b, head)
-		copy(b[root:], inodes)
-		r := &overlay{b: b, rest: fh}
-		g, err := Open(context.Background(), r, 300<<20)
+	f.Fuzz(func(t *testing.T, reg, at uint16, patch []byte) {
+		r := rs[int(reg)%len(rs)]
+		if len(patch) > 1<<16 {
+			patch = patch[:1<<16]
+		}
+		p := &patched{r: fh, patches: map[int64][]byte{r.off + int64(at)%r.len: patch}}
+		g, err := Open(context.Background(), p, fi.Size())
 		if err != nil {
 			return
 		}
-		fstest.Exercise(context.Background(), filesystem.Safe(g), 500)
+		fstest.Exercise(context.Background(), g, 400)
 	})
-}
-
-// overlay serves the patched first MiB from memory and the rest from the file.
-type overlay struct {
-	b    []byte
-	rest *os.File
-}
-
-func (o *overlay) ReadAt(p []byte, off int64) (int, error) {
-	if off < int64(len(o.b)) {
-		n := copy(p, o.b[off:])
-		if n == len(p) {
-			return n, nil
-		}
-		m, err := o.rest.ReadAt(p[n:], off+int64(n))
-		return n + m, err
-	}
-	return o.rest.ReadAt(p, off)
 }
