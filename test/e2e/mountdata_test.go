@@ -308,9 +308,19 @@ func TestMountShowsEveryFileAtEveryPoint(t *testing.T) {
 	repo := filepath.Join(dir, "repo")
 	s := h.StartServer(t, repo, "127.0.0.1:0")
 	tok := h.AddMachine(t, repo, "host1")
-	var vols []*preparedVolume
-	for _, v := range dataVolumes() {
-		vols = append(vols, v.prepare(t, dir, s, tok, "host1"))
+	// The volumes are made side by side: the work waits mostly on I/O.
+	dvs := dataVolumes()
+	vols := make([]*preparedVolume, len(dvs))
+	t.Run("prepare", func(t *testing.T) {
+		for i, v := range dvs {
+			t.Run(v.name, func(t *testing.T) {
+				t.Parallel()
+				vols[i] = v.prepare(t, dir, s, tok, "host1")
+			})
+		}
+	})
+	if t.Failed() {
+		return
 	}
 	checkThroughMount(t, repo, "host1", vols)
 }
@@ -332,51 +342,14 @@ func pointDirName(t *testing.T, rfc3339 string) string {
 func checkThroughMount(t *testing.T, repo, machine string, vols []*preparedVolume) {
 	t.Helper()
 	m := startMount(t, filepath.Join(t.TempDir(), "mnt"), "--repo", repo)
-	report := func(what string, errs []error, diffs []string) {
-		t.Helper()
-		for i, e := range errs {
-			if i == 10 {
-				t.Errorf("%s: … %d more errors", what, len(errs)-10)
-				break
-			}
-			t.Errorf("%s: %v", what, e)
+	t.Run("through mount", func(t *testing.T) {
+		for _, v := range vols {
+			t.Run(v.name, func(t *testing.T) {
+				t.Parallel()
+				checkVolume(t, m.dir, machine, v)
+			})
 		}
-		for i, d := range diffs {
-			if i == 20 {
-				t.Errorf("%s: … %d more differences", what, len(diffs)-20)
-				break
-			}
-			t.Errorf("%s: %s", what, d)
-		}
-	}
-	for _, v := range vols {
-		volDir := filepath.Join(m.dir, machine, v.name)
-		var names []string
-		for _, p := range v.points {
-			names = append(names, pointDirName(t, p.Point.Time))
-		}
-		ents, err := os.ReadDir(volDir)
-		if err != nil {
-			t.Errorf("list %s: %v", volDir, err)
-		}
-		var listed []string
-		for _, e := range ents {
-			listed = append(listed, e.Name())
-		}
-		if want := append(append([]string(nil), names...), "latest"); strings.Join(listed, " ") != strings.Join(want, " ") {
-			t.Errorf("%s lists %q, want %q", volDir, listed, want)
-		}
-		if tgt, err := os.Readlink(filepath.Join(volDir, "latest")); err != nil || filepath.Base(tgt) != names[2] {
-			t.Errorf("%s/latest -> %q (%v), want the third point %s", volDir, tgt, err, names[2])
-		}
-		for i, name := range names {
-			start := time.Now()
-			got, errs := h.TakeManifest(filepath.Join(volDir, name, "files"))
-			diffs := h.Diff(v.manifests[i], got, v.cmp)
-			report(fmt.Sprintf("%s point %d (%s)", v.name, i+1, name), errs, diffs)
-			t.Logf("%s point %d: %d paths through the mount, %d errors, %d differences (%v)", v.name, i+1, len(got), len(errs), len(diffs), time.Since(start).Round(time.Millisecond))
-		}
-	}
+	})
 	if t.Failed() {
 		t.Logf("rewind mount log:\n%s", m.logText())
 	}
@@ -388,6 +361,56 @@ func checkThroughMount(t *testing.T, repo, machine string, vols []*preparedVolum
 		"--at", second.Add(time.Millisecond).UTC().Format(time.RFC3339Nano))
 	got, errs := h.TakeManifest(one.dir)
 	diffs := h.Diff(v.manifests[1], got, v.cmp)
-	report(v.name+" point 2 mounted alone", errs, diffs)
+	report(t, v.name+" point 2 mounted alone", errs, diffs)
 	t.Logf("%s point 2 mounted alone: %d paths, %d errors, %d differences", v.name, len(got), len(errs), len(diffs))
+}
+
+// checkVolume compares the three points of one volume under the mount of
+// the whole repository with their manifests.
+func checkVolume(t *testing.T, mnt, machine string, v *preparedVolume) {
+	volDir := filepath.Join(mnt, machine, v.name)
+	var names []string
+	for _, p := range v.points {
+		names = append(names, pointDirName(t, p.Point.Time))
+	}
+	ents, err := os.ReadDir(volDir)
+	if err != nil {
+		t.Errorf("list %s: %v", volDir, err)
+	}
+	var listed []string
+	for _, e := range ents {
+		listed = append(listed, e.Name())
+	}
+	if want := append(append([]string(nil), names...), "latest"); strings.Join(listed, " ") != strings.Join(want, " ") {
+		t.Errorf("%s lists %q, want %q", volDir, listed, want)
+	}
+	if tgt, err := os.Readlink(filepath.Join(volDir, "latest")); err != nil || filepath.Base(tgt) != names[2] {
+		t.Errorf("%s/latest -> %q (%v), want the third point %s", volDir, tgt, err, names[2])
+	}
+	for i, name := range names {
+		start := time.Now()
+		got, errs := h.TakeManifest(filepath.Join(volDir, name, "files"))
+		diffs := h.Diff(v.manifests[i], got, v.cmp)
+		report(t, fmt.Sprintf("%s point %d (%s)", v.name, i+1, name), errs, diffs)
+		t.Logf("%s point %d: %d paths through the mount, %d errors, %d differences (%v)", v.name, i+1, len(got), len(errs), len(diffs), time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// report fails the test with the first errors and differences found.
+func report(t *testing.T, what string, errs []error, diffs []string) {
+	t.Helper()
+	for i, e := range errs {
+		if i == 10 {
+			t.Errorf("%s: … %d more errors", what, len(errs)-10)
+			break
+		}
+		t.Errorf("%s: %v", what, e)
+	}
+	for i, d := range diffs {
+		if i == 20 {
+			t.Errorf("%s: … %d more differences", what, len(diffs)-20)
+			break
+		}
+		t.Errorf("%s: %s", what, d)
+	}
 }

@@ -210,7 +210,7 @@ func (w *treeWriter) create() error {
 		}
 	}
 	if w.o.Sparse {
-		if err := w.sparse("sparse.img", 32<<20, []int64{0, 9 << 20, 32<<20 - 5000}); err != nil {
+		if err := w.sparse("sparse.img", 12<<20, []int64{0, 5 << 20, 12<<20 - 5000}); err != nil {
 			return err
 		}
 		if err := w.sparse(pathJoin(dirs[20], "all-hole.bin"), 3<<20, nil); err != nil {
@@ -439,7 +439,7 @@ func (w *treeWriter) change() error {
 		if err != nil {
 			return err
 		}
-		_, err = f.WriteAt(fill(w.r, 3000), int64(w.step)*(5<<20)+12345)
+		_, err = f.WriteAt(fill(w.r, 3000), int64(w.step)*(3<<20)+12345)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
