@@ -369,7 +369,10 @@ func (f *fileSystem) Read(path string, buff []byte, ofst int64, fh uint64) int {
 		return e
 	}
 	n, err := h.Read(f.ctx(), buff, ofst)
-	if err != nil && n == 0 {
+	if err != nil {
+		// Not the bytes read before the damage: FUSE takes a short read
+		// for the end of the file, and the damage would read as a
+		// truncated file instead of an I/O error.
 		return errc(err)
 	}
 	return n
