@@ -87,17 +87,22 @@ func (c *blockCache) get(ctx context.Context, ref catalog.ChunkRef) ([]byte, err
 	if f.err == nil && int64(len(f.data)) <= c.max {
 		c.items[ref.ID] = c.lru.PushFront(&cacheItem{id: ref.ID, data: f.data})
 		c.used += int64(len(f.data))
-		for c.used > c.max {
-			el := c.lru.Back()
-			it := el.Value.(*cacheItem)
-			c.lru.Remove(el)
-			delete(c.items, it.id)
-			c.used -= int64(len(it.data))
-		}
+		c.trim()
 	}
 	c.mu.Unlock()
 	close(f.done)
 	return f.data, f.err
+}
+
+// trim evicts least recently used blocks down to the bound (c.mu held).
+func (c *blockCache) trim() {
+	for c.used > c.max {
+		el := c.lru.Back()
+		it := el.Value.(*cacheItem)
+		c.lru.Remove(el)
+		delete(c.items, it.id)
+		c.used -= int64(len(it.data))
+	}
 }
 
 // CacheStats are the block cache's counters.
@@ -120,6 +125,9 @@ type blockReader struct {
 	sem   chan struct{} // bounds read-ahead goroutines of the whole mount
 	log   func(err error)
 
+	wmu     sync.Mutex
+	windows map[int64]*windowLoad
+
 	mu     sync.Mutex
 	next   int64 // block a sequential stream reads next
 	window int64
@@ -133,8 +141,44 @@ func (b *blockReader) ReadAt(p []byte, off int64) (int, error) {
 	return b.ReadAtContext(context.Background(), p, off)
 }
 
+// mapWindow is how many blocks repository.PointReader resolves per
+// catalog visit.
+const mapWindow = 1024
+
+type windowLoad struct {
+	once sync.Once
+}
+
+// block resolves where a block is stored. The first caller of each window
+// of the block map loads it while concurrent callers (read-ahead and the
+// reads it runs ahead of) wait, instead of all asking the catalog.
+func (b *blockReader) block(ctx context.Context, blk int64) (catalog.ChunkRef, error) {
+	w := blk / mapWindow
+	b.wmu.Lock()
+	if b.windows == nil {
+		b.windows = map[int64]*windowLoad{}
+	}
+	l := b.windows[w]
+	if l == nil {
+		l = &windowLoad{}
+		b.windows[w] = l
+	}
+	b.wmu.Unlock()
+	var ref catalog.ChunkRef
+	var err error
+	done := false
+	l.once.Do(func() {
+		ref, err = b.pr.Block(ctx, blk)
+		done = true
+	})
+	if done {
+		return ref, err
+	}
+	return b.pr.Block(ctx, blk)
+}
+
 func (b *blockReader) blockData(ctx context.Context, blk int64) ([]byte, error) {
-	ref, err := b.pr.Block(ctx, blk)
+	ref, err := b.block(ctx, blk)
 	if err != nil {
 		return nil, err
 	}
@@ -213,24 +257,31 @@ func (b *blockReader) readAhead(ctx context.Context, first, last int64) {
 	b.runs.Add(1)
 	b.mu.Unlock()
 
+	// One goroutine per run queues the blocks; the mount-wide semaphore
+	// bounds how many are read at once.
 	bg := context.WithoutCancel(ctx)
-	for blk := from; blk < to; blk++ {
-		select {
-		case b.sem <- struct{}{}:
-		default:
-			return // the mount is busy reading ahead already
-		}
-		go func(blk int64) {
-			defer func() { <-b.sem }()
-			cctx, cancel := context.WithTimeout(bg, 30*time.Second)
-			defer cancel()
-			ref, err := b.pr.Block(cctx, blk)
+	go func() {
+		cctx, cancel := context.WithTimeout(bg, time.Minute)
+		defer cancel()
+		var wg sync.WaitGroup
+		for blk := from; blk < to; blk++ {
+			ref, err := b.block(cctx, blk)
 			if err != nil || ref.ID == 0 || b.cache.has(ref.ID) {
+				continue
+			}
+			select {
+			case b.sem <- struct{}{}:
+			case <-cctx.Done():
 				return
 			}
-			if _, err := b.cache.get(cctx, ref); err != nil && b.log != nil {
-				b.log(err)
-			}
-		}(blk)
-	}
+			wg.Add(1)
+			go func() {
+				defer func() { <-b.sem; wg.Done() }()
+				if _, err := b.cache.get(cctx, ref); err != nil && b.log != nil {
+					b.log(err)
+				}
+			}()
+		}
+		wg.Wait()
+	}()
 }

@@ -67,7 +67,7 @@ var relativeName = regexp.MustCompile(`^-(\d+)([smhdw])$`)
 // parseTyped parses a timestamp typed as a path name: RFC 3339
 // (2026-11-20T10:15:00Z), "2026-11-20 10:15[:05]" and
 // "2026-11-20T10:15[:05]" in loc, a bare date, or a relative time
-// ("-15m", "-2h", "-3d", "-1w").
+// ("-15m", "-2h", "-3d", "-1w"); a " UTC" suffix puts a zoneless time in UTC.
 func parseTyped(s string, loc *time.Location, now time.Time) (time.Time, bool) {
 	if m := relativeName.FindStringSubmatch(s); m != nil {
 		n, err := strconv.ParseInt(m[1], 10, 64)
@@ -86,7 +86,9 @@ func parseTyped(s string, loc *time.Location, now time.Time) (time.Time, bool) {
 			return t, true
 		}
 	}
-	s = strings.TrimSuffix(s, " UTC")
+	if u, ok := strings.CutSuffix(s, " UTC"); ok {
+		s, loc = u, time.UTC
+	}
 	for _, layout := range []string{"2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02", "2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05.999999999"} {
 		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
 			return t, true
