@@ -454,3 +454,39 @@ func BenchmarkList10k(b *testing.B) {
 		}
 	})
 }
+
+// dirForm names a directory's format from its data fork: shortform (in
+// the inode), block (one block), leaf (data blocks and one leaf block at
+// the 32 GiB leaf offset) or node (free-index blocks at 64 GiB too).
+func dirForm(t *testing.T, f *FS, p string) string {
+	t.Helper()
+	in, _, err := f.lookup(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.format == fmtLocal {
+		return "shortform"
+	}
+	ext, err := f.extents(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, free := uint64(dirLeafOffset)/uint64(f.sb.bs), uint64(2*dirLeafOffset)/uint64(f.sb.bs)
+	last := ext[len(ext)-1].lblk
+	switch {
+	case last >= free:
+		return "node"
+	case last >= leaf:
+		return "leaf"
+	}
+	return "block"
+}
+
+func checkDirForms(t *testing.T, f *FS, want map[string]string) {
+	t.Helper()
+	for p, w := range want {
+		if got := dirForm(t, f, p); got != w {
+			t.Errorf("%s: %s directory, want %s (the test no longer covers it)", p, got, w)
+		}
+	}
+}

@@ -6,12 +6,10 @@ import (
 	"github.com/rewind-cdp/rewind/parsers/filesystem"
 )
 
-// The reader does not replay the log. A volume captured while mounted
-// (a crash-consistent point) keeps its newest metadata changes only in the
-// log, so the tree read here is the state of the last checkpoint; logState
-// tells whether that is the case. It finds the log head the way the kernel
-// does (the first block whose cycle number drops) and checks whether the
-// last record before it is an unmount record.
+// Finding the log head and tail: the head is the first block whose cycle
+// number drops (as the kernel's xlog_find_head finds it), the tail is named
+// by the last record header before it, and the log is clean when that
+// record is an unmount record.
 
 // LogState is the state of the internal log.
 type LogState int
@@ -40,12 +38,13 @@ const (
 	logRecordMagic  = 0xfeedbabe
 	logUnmountTrans = 0x20 // XLOG_UNMOUNT_TRANS op flag
 	logHeaderCycle  = 32 << 10
-	maxRecordBBs    = (256<<10)/bbSize + 8 // largest record with its headers
+	maxRecordBBs    = (256<<10)/bbSize + 8     // largest record with its headers
+	maxInFlightBBs  = 8 * (256 << 10) / bbSize // XLOG_TOTAL_REC_SHIFT: 8 in-core logs of 256 KiB
 )
 
-// LogState reports whether the internal log is clean. The reader shows
-// the checkpointed metadata in either case: on a dirty log (a volume
-// captured while mounted) recent changes are missing.
+// LogState reports whether the internal log was clean, or dirty and
+// replayed in memory, or dirty and not replayable (then recent changes are
+// missing: the tree is that of the last checkpoint).
 func (f *FS) LogState() LogState { return f.logState }
 
 // logPos locates the head of the log and the tail named by the last
@@ -92,8 +91,9 @@ func (f *FS) findLog() (logPos, error) {
 		return none, err
 	}
 	// The head is the first block still holding the previous cycle.
-	head := nbb
+	head, stop := nbb, last-1
 	if first != last {
+		stop = last
 		lo, hi := int64(0), nbb-1 // cycle(lo) == first, cycle(hi) == last
 		for hi-lo > 1 {
 			mid := (lo + hi) / 2
@@ -108,6 +108,28 @@ func (f *FS) findLog() (logPos, error) {
 			}
 		}
 		head = hi
+	}
+	// Log writes in flight when the volume was captured can leave blocks
+	// of the older cycle shortly before that point: the head is the first
+	// of them (the kernel looks as far back as all in-core logs reach).
+	scan := min(int64(maxInFlightBBs), head)
+	if scan > 0 {
+		buf := make([]byte, scan*bbSize)
+		off := start + (head-scan)*bbSize
+		if n, err := f.r.ReadAt(buf, off); int64(n) < scan*bbSize {
+			return none, &filesystem.Error{FS: name, Op: "read log", Off: off, Err: fmt.Errorf("short read: %w", err)}
+		}
+		for i := int64(0); i < scan; i++ {
+			x := buf[i*bbSize:]
+			c := be.Uint32(x)
+			if c == logRecordMagic {
+				c = be.Uint32(x[4:])
+			}
+			if c == stop {
+				head = head - scan + i
+				break
+			}
+		}
 	}
 	// The last record header before the head.
 	for i := int64(1); i <= maxRecordBBs && i <= nbb; i++ {

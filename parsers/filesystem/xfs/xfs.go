@@ -6,10 +6,13 @@
 // (CRC) file systems with or without ftype. Every count and size read from
 // the volume is checked against the structure that holds it.
 //
+// A volume captured while mounted (a crash-consistent point) keeps its
+// newest metadata in the log: Open replays the committed transactions in
+// memory (replay.go), never writing to the volume, so the tree reads as the
+// kernel's log recovery would leave it.
+//
 // The on-disk format is the one documented in "XFS Algorithms & Data
 // Structures" (kernel Documentation/filesystems/xfs and xfs-documentation).
-// The log is not replayed: a volume captured while mounted reads as its
-// last checkpointed metadata.
 package xfs
 
 import (
@@ -97,9 +100,6 @@ type FS struct {
 	logState LogState
 }
 
-// replayLogs is switched off by tests to see a volume as it is on disk.
-var replayLogs = true
-
 // Probe reports whether r starts with an XFS superblock.
 func Probe(r io.ReaderAt, size int64) bool {
 	b := make([]byte, 4)
@@ -109,8 +109,15 @@ func Probe(r io.ReaderAt, size int64) bool {
 	return string(b) == "XFSB"
 }
 
-// Open parses and checks the primary superblock and the root inode.
+// Open parses and checks the primary superblock, replays a dirty log in
+// memory (see LogState) and checks the root inode.
 func Open(ctx context.Context, r io.ReaderAt, size int64) (*FS, error) {
+	return open(ctx, r, size, true)
+}
+
+// open is Open with the log replay optional (tests look at a volume as it
+// is on disk).
+func open(ctx context.Context, r io.ReaderAt, size int64, replayLog bool) (*FS, error) {
 	if !Probe(r, size) {
 		return nil, filesystem.Corrupt(name, "read superblock", 0, "no XFSB signature")
 	}
@@ -128,8 +135,10 @@ func Open(ctx context.Context, r io.ReaderAt, size int64) (*FS, error) {
 	if err != nil {
 		slog.Debug("xfs: log state unknown", "err", err)
 	}
-	if pos.state == LogDirty && replayLogs {
-		if err := f.replay(pos); err != nil {
+	if pos.state == LogDirty && replayLog {
+		if err := f.replay(ctx, pos); ctx.Err() != nil {
+			return nil, ctx.Err()
+		} else if err != nil {
 			slog.Warn("xfs: log not replayed; metadata is that of the last checkpoint", "label", sb.label, "err", err)
 		}
 	}
@@ -271,9 +280,11 @@ func (f *FS) inode(ino uint64) (*inode, error) {
 
 // decodeInode parses raw (which it keeps) and caches the result.
 func (f *FS) decodeInode(ino uint64, off int64, raw []byte) (*inode, error) {
-	op := fmt.Sprintf("read inode %d", ino)
+	bad := func(at int64, format string, args ...any) error {
+		return filesystem.Corrupt(name, fmt.Sprintf("read inode %d", ino), at, format, args...)
+	}
 	if string(raw[:2]) != "IN" {
-		return nil, filesystem.Corrupt(name, op, off, "bad inode magic %q", raw[:2])
+		return nil, bad(off, "bad inode magic %q", raw[:2])
 	}
 	ver := raw[4]
 	in := &inode{ino: ino, off: off, mode: be.Uint16(raw[2:]), format: raw[5], flags: be.Uint16(raw[90:])}
@@ -284,18 +295,18 @@ func (f *FS) decodeInode(ino uint64, off int64, raw []byte) (*inode, error) {
 		core = 176
 		flags2 = be.Uint64(raw[120:])
 		if got := be.Uint64(raw[152:]); got != ino {
-			return nil, filesystem.Corrupt(name, op, off+152, "inode records number %d", got)
+			return nil, bad(off+152, "inode records number %d", got)
 		}
 	case (ver == 1 || ver == 2) && !f.sb.v5:
 	default:
-		return nil, filesystem.Corrupt(name, op, off+4, "inode version %d on a v%d file system", ver, map[bool]int{true: 5, false: 4}[f.sb.v5])
+		return nil, bad(off+4, "inode version %d on a v%d file system", ver, 4+btoi(f.sb.v5))
 	}
 	if in.mode&0o170000 == 0 {
-		return nil, filesystem.Corrupt(name, op, off+2, "free inode (mode %o)", in.mode)
+		return nil, bad(off+2, "free inode (mode %o)", in.mode)
 	}
 	in.size = int64(be.Uint64(raw[56:]))
 	if in.size < 0 {
-		return nil, filesystem.Corrupt(name, op, off+56, "size %d", in.size)
+		return nil, bad(off+56, "size %d", in.size)
 	}
 	nlink := be.Uint32(raw[16:])
 	if ver == 1 {
@@ -310,7 +321,7 @@ func (f *FS) decodeInode(ino uint64, off int64, raw []byte) (*inode, error) {
 		forkEnd = core + fo*8
 	}
 	if forkEnd > len(raw) {
-		return nil, filesystem.Corrupt(name, op, off+82, "attribute fork offset %d beyond a %d-byte inode", raw[82], len(raw))
+		return nil, bad(off+82, "attribute fork offset %d beyond a %d-byte inode", raw[82], len(raw))
 	}
 	in.fork = raw[core:forkEnd]
 	ts := func(o int) time.Time {
@@ -330,6 +341,13 @@ func (f *FS) decodeInode(ino uint64, off int64, raw []byte) (*inode, error) {
 	}
 	f.inodes.Put(ino, in, 1)
 	return in, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // loadInodes reads many inodes with few reads: the numbers are sorted by
