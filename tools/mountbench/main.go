@@ -50,6 +50,11 @@ type toolResult struct {
 	FirstByte   time.Duration `json:"first_byte_ns"`
 	ReadBytes   int64         `json:"read_bytes"`
 	Read        time.Duration `json:"read_ns"`
+	// CPU time the mount process spent in each phase: on a shared
+	// machine wall times stretch, these much less.
+	ListCPU      time.Duration `json:"list_cpu_ns"`
+	FirstByteCPU time.Duration `json:"first_byte_cpu_ns"`
+	ReadCPU      time.Duration `json:"read_cpu_ns"`
 }
 
 func (r toolResult) readMBps() float64 { return float64(r.ReadBytes) / 1e6 / r.Read.Seconds() }
@@ -178,6 +183,7 @@ func measure(ctx context.Context, t tool, d *dataset) (toolResult, error) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	res.FirstByte = time.Since(start)
+	res.FirstByteCPU = p.cpu()
 	logf("%s: first byte after %v", t.name(), res.FirstByte.Round(time.Millisecond))
 
 	// Cold listing of the large directory at point 1.
@@ -188,10 +194,12 @@ func measure(ctx context.Context, t tool, d *dataset) (toolResult, error) {
 	if err := dropCaches(); err != nil {
 		return res, err
 	}
+	c0 := p.cpu()
 	res.List, res.ListEntries, err = lsl(ctx, filepath.Join(dir, "many"))
 	if err != nil {
 		return res, err
 	}
+	res.ListCPU = p.cpu() - c0
 	if res.ListEntries < d.entries {
 		return res, fmt.Errorf("ls -l listed %d entries, want %d", res.ListEntries, d.entries)
 	}
@@ -205,10 +213,12 @@ func measure(ctx context.Context, t tool, d *dataset) (toolResult, error) {
 	if err := dropCaches(); err != nil {
 		return res, err
 	}
+	c0 = p.cpu()
 	res.ReadBytes, res.Read, err = readAll(ctx, filepath.Join(dir, "big.bin"))
 	if err != nil {
 		return res, err
 	}
+	res.ReadCPU = p.cpu() - c0
 	if res.ReadBytes != d.big {
 		return res, fmt.Errorf("read %d bytes of big.bin, want %d", res.ReadBytes, d.big)
 	}
@@ -270,9 +280,10 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 func printReport(w io.Writer, rep report) {
 	fmt.Fprintf(w, "\nmountbench: ls -l of a %d-entry directory (cold, never-visited point), time from mount start to the first byte, sequential read of a %d MiB file (cold)\n\n", rep.Entries, rep.BigSize>>20)
-	fmt.Fprintf(w, "%-8s %-28s %12s %12s %12s\n", "tool", "version", "ls -l", "first byte", "read MB/s")
+	fmt.Fprintf(w, "%-8s %-10s %12s %12s %10s   %s\n", "tool", "version", "ls -l", "first byte", "read MB/s", "mount process CPU: ls -l / first byte / read")
 	for _, r := range rep.Results {
-		fmt.Fprintf(w, "%-8s %-28s %12s %12s %12.0f\n", r.Tool, trunc(r.Version, 28), r.List.Round(time.Millisecond), r.FirstByte.Round(time.Millisecond), r.readMBps())
+		fmt.Fprintf(w, "%-8s %-10s %12s %12s %10.0f   %v / %v / %v\n", r.Tool, trunc(r.Version, 10), r.List.Round(time.Millisecond), r.FirstByte.Round(time.Millisecond), r.readMBps(),
+			r.ListCPU.Round(10*time.Millisecond), r.FirstByteCPU.Round(10*time.Millisecond), r.ReadCPU.Round(10*time.Millisecond))
 	}
 	var rw, rs *toolResult
 	for i := range rep.Results {

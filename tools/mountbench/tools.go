@@ -175,6 +175,27 @@ func (p *proc) exited() bool {
 	}
 }
 
+// cpu is the user and system time the process has used so far (from
+// /proc; clock ticks of 10 ms).
+func (p *proc) cpu() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		s = s[i+1:]
+	}
+	f := strings.Fields(s)
+	if len(f) < 13 {
+		return 0
+	}
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
 func (p *proc) tail() string {
 	b, _ := os.ReadFile(p.log)
 	return tailOf(string(b), 20)
