@@ -60,9 +60,12 @@ type toolResult struct {
 func (r toolResult) readMBps() float64 { return float64(r.ReadBytes) / 1e6 / r.Read.Seconds() }
 
 type report struct {
-	Entries int          `json:"entries"`
-	BigSize int64        `json:"big_size"`
-	Results []toolResult `json:"results"`
+	// LocalList is `ls -l` of the same directory in the source tree on
+	// the local disk, page cache warm: what this machine's ls costs.
+	LocalList time.Duration `json:"local_list_ns"`
+	Entries   int           `json:"entries"`
+	BigSize   int64         `json:"big_size"`
+	Results   []toolResult  `json:"results"`
 }
 
 func run() error {
@@ -98,6 +101,10 @@ func run() error {
 		return err
 	}
 	rep := report{Entries: *entries, BigSize: big}
+	lsl(ctx, filepath.Join(d.src, "many")) // warm
+	if rep.LocalList, _, err = lsl(ctx, filepath.Join(d.src, "many")); err != nil {
+		return err
+	}
 	for _, name := range strings.Split(*tools, ",") {
 		var t tool
 		switch name {
@@ -194,6 +201,11 @@ func measure(ctx context.Context, t tool, d *dataset) (toolResult, error) {
 	if err := dropCaches(); err != nil {
 		return res, err
 	}
+	// Cold means the backup's data, not ls itself: load ls, its libraries,
+	// locale and user database again before timing it.
+	if _, _, err := lsl(ctx, d.dir); err != nil {
+		return res, err
+	}
 	c0 := p.cpu()
 	res.List, res.ListEntries, err = lsl(ctx, filepath.Join(dir, "many"))
 	if err != nil {
@@ -285,6 +297,7 @@ func printReport(w io.Writer, rep report) {
 		fmt.Fprintf(w, "%-8s %-10s %12s %12s %10.0f   %v / %v / %v\n", r.Tool, trunc(r.Version, 10), r.List.Round(time.Millisecond), r.FirstByte.Round(time.Millisecond), r.readMBps(),
 			r.ListCPU.Round(10*time.Millisecond), r.FirstByteCPU.Round(10*time.Millisecond), r.ReadCPU.Round(10*time.Millisecond))
 	}
+	fmt.Fprintf(w, "\nfor scale: ls -l of the same directory on the local disk, page cache warm: %v\n", rep.LocalList.Round(time.Millisecond))
 	var rw, rs *toolResult
 	for i := range rep.Results {
 		switch rep.Results[i].Tool {
