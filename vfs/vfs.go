@@ -393,21 +393,17 @@ func (f *FS) pointNode(parent *node, p catalog.Point, name string) *node {
 	})
 }
 
+// linkNode returns the symbolic link name -> target of a volume
+// directory. A link gets a new inode when its target changes (latest, when
+// a point arrives), so kernels may cache every link's target for good.
 func (f *FS) linkNode(parent *node, name, target string) *node {
-	n := f.intern("l\x00"+strconv.FormatInt(parent.vol.ID, 10)+"\x00"+name, func(ino uint64) *node {
-		return &node{kind: kLink, parent: parent.ino, name: name, machine: parent.machine, vol: parent.vol}
+	return f.intern("l\x00"+strconv.FormatInt(parent.vol.ID, 10)+"\x00"+name+"\x00"+target, func(ino uint64) *node {
+		return &node{kind: kLink, parent: parent.ino, name: name, machine: parent.machine, vol: parent.vol, path: target}
 	})
-	n.mu.Lock()
-	n.path = target
-	n.mu.Unlock()
-	return n
 }
 
 func (f *FS) linkAttr(n *node) Attr {
-	n.mu.Lock()
-	target := n.path
-	n.mu.Unlock()
-	return Attr{Ino: n.ino, Mode: os.ModeSymlink | 0o777, Size: int64(len(target)), Nlink: 1, UID: f.opt.UID, GID: f.opt.GID,
+	return Attr{Ino: n.ino, Mode: os.ModeSymlink | 0o777, Size: int64(len(n.path)), Nlink: 1, UID: f.opt.UID, GID: f.opt.GID,
 		Mtime: f.started, Atime: f.started, Ctime: f.started}
 }
 
@@ -1084,8 +1080,6 @@ func (f *FS) Readlink(ctx context.Context, ino uint64) (string, error) {
 	}
 	switch n.kind {
 	case kLink:
-		n.mu.Lock()
-		defer n.mu.Unlock()
 		return n.path, nil
 	case kFS:
 		if n.attr.Mode&os.ModeSymlink == 0 {
@@ -1264,10 +1258,7 @@ func (f *FS) Walk(ctx context.Context, path string) (Attr, error) {
 			return Attr{}, err
 		}
 		if n.kind == kLink && i < len(parts)-1 {
-			n.mu.Lock()
-			target := n.path
-			n.mu.Unlock()
-			if n, err = f.lookup(ctx, n.parent, target); err != nil {
+			if n, err = f.lookup(ctx, n.parent, n.path); err != nil {
 				return Attr{}, err
 			}
 		}

@@ -52,14 +52,15 @@ func Mount(t *vfs.FS, dir string, opt Options) (*Server, error) {
 	r := &raw{RawFileSystem: fuse.NewDefaultRawFileSystem(), t: t, opt: opt,
 		files: map[uint64]*vfs.Handle{}, dirs: map[uint64][]fuse.DirEntry{}, next: 1}
 	mo := &fuse.MountOptions{
-		AllowOther:    opt.AllowOther,
-		FsName:        "rewind",
-		Name:          "rewind",
-		MaxReadAhead:  1 << 20,
-		MaxWrite:      1 << 20,
-		DisableXAttrs: true,
-		DirectMount:   os.Geteuid() == 0,
-		Debug:         opt.Debug,
+		AllowOther:           opt.AllowOther,
+		FsName:               "rewind",
+		Name:                 "rewind",
+		MaxReadAhead:         1 << 20,
+		MaxWrite:             1 << 20,
+		DisableXAttrs:        true,
+		EnableSymlinkCaching: true, // a link never changes its target: vfs gives a changed link a new inode
+		DirectMount:          os.Geteuid() == 0,
+		Debug:                opt.Debug,
 	}
 	if !opt.Writable {
 		mo.Options = append(mo.Options, "ro")
