@@ -1,12 +1,14 @@
 package xfs
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 
@@ -35,8 +37,8 @@ const (
 	itemBuf            = 0x123c
 	itemInode          = 0x123b
 	blfInodeBuf        = 0x1
-	blfCancel          = 0x4
-	blfQuotaBufs       = 0x2 | 0x8 | 0x10
+	blfCancel          = 0x2              // XFS_BLF_CANCEL
+	blfQuotaBufs       = 0x4 | 0x8 | 0x10 // user, project, group dquot buffers
 	blfChunk           = 128
 	ilogCore           = 0x001
 	ilogDData          = 0x002
@@ -149,7 +151,7 @@ func (f *FS) replay(ctx context.Context, pos logPos) error {
 // first collects buffer cancel records, the second applies the items.
 func (f *FS) replayLog(ctx context.Context, head, tail int64) (*overlay, int, error) {
 	cancels := map[span]int{}
-	err := f.walkLog(ctx, head, tail, func(items []logItem) error {
+	err := f.walkLog(ctx, head, tail, func(items []logItem, _ int64) error {
 		for _, it := range items {
 			if b := it.regions[0]; le.Uint16(b) == itemBuf && len(b) >= 20 && le.Uint16(b[4:])&blfCancel != 0 {
 				cancels[span{int64(le.Uint64(b[8:])), int64(le.Uint16(b[6:]))}]++
@@ -162,8 +164,8 @@ func (f *FS) replayLog(ctx context.Context, head, tail int64) (*overlay, int, er
 	}
 	o := &overlay{r: f.r, sectors: map[int64][]byte{}}
 	applied := 0
-	err = f.walkLog(ctx, head, tail, func(items []logItem) error {
-		n, err := f.applyItems(o, items, cancels)
+	err = f.walkLog(ctx, head, tail, func(items []logItem, lsn int64) error {
+		n, err := f.applyItems(o, items, lsn, cancels)
 		applied += n
 		return err
 	})
@@ -176,12 +178,15 @@ func (f *FS) replayLog(ctx context.Context, head, tail int64) (*overlay, int, er
 
 // walkLog reads the records from the tail to the head, rebuilds the
 // transactions and hands each committed one to fn, in log order.
-func (f *FS) walkLog(ctx context.Context, head, tail int64, fn func([]logItem) error) error {
+func (f *FS) walkLog(ctx context.Context, head, tail int64, fn func(items []logItem, lsn int64) error) error {
 	l := &logReader{f: f, start: f.fsbOff(f.sb.logstart), nbb: int64(f.sb.logblocks) * f.sb.bs / bbSize}
 	bad := func(bb int64, format string, args ...any) error {
 		return filesystem.Corrupt(name, "replay log", l.start+bb*bbSize, format, args...)
 	}
-	type trans struct{ regions [][]byte }
+	type trans struct {
+		lsn     int64 // of the record holding the transaction's start
+		regions [][]byte
+	}
 	open := map[uint32]*trans{}
 	dist := (head - tail + l.nbb) % l.nbb
 	for pos, walked := tail, int64(0); pos != head; {
@@ -258,7 +263,7 @@ func (f *FS) walkLog(ctx context.Context, head, tail int64, fn func([]logItem) e
 			}
 			t := open[tid]
 			if flags&opStart != 0 {
-				open[tid] = &trans{}
+				open[tid] = &trans{lsn: int64(be.Uint64(h[16:]))}
 				continue
 			}
 			if t == nil {
@@ -277,7 +282,7 @@ func (f *FS) walkLog(ctx context.Context, head, tail int64, fn func([]logItem) e
 					return bad(pos, "transaction %#x: %v", tid, err)
 				}
 				delete(open, tid)
-				if err := fn(items); err != nil {
+				if err := fn(items, t.lsn); err != nil {
 					return err
 				}
 			}
@@ -337,10 +342,27 @@ func splitItems(regions [][]byte) ([]logItem, error) {
 type span struct{ blkno, n int64 }
 
 // applyItems replays one transaction's buffer and inode items and returns
-// how many it applied. cancels counts the cancel records still ahead.
-func (f *FS) applyItems(o *overlay, items []logItem, cancels map[span]int) (int, error) {
+// how many it applied. Like the kernel it takes regular buffers first,
+// then inodes, then cancel records; cancels counts those still ahead.
+// On v5 an item older than the structure it would overwrite (by the LSN
+// stamped in it) is skipped, and what is replayed is stamped with lsn.
+func (f *FS) applyItems(o *overlay, items []logItem, lsn int64, cancels map[span]int) (int, error) {
+	order := func(it logItem) int {
+		b := it.regions[0]
+		switch {
+		case le.Uint16(b) != itemBuf || len(b) < 20:
+			return 1
+		case le.Uint16(b[4:])&blfCancel != 0:
+			return 3
+		case le.Uint16(b[4:])&blfInodeBuf != 0:
+			return 2
+		}
+		return 0
+	}
+	sorted := slices.Clone(items)
+	slices.SortStableFunc(sorted, func(a, b logItem) int { return order(a) - order(b) })
 	applied := 0
-	for _, it := range items {
+	for _, it := range sorted {
 		b := it.regions[0]
 		switch le.Uint16(b) {
 		case itemBuf:
@@ -358,34 +380,84 @@ func (f *FS) applyItems(o *overlay, items []logItem, cancels map[span]int) (int,
 			if cancels[sp] > 0 || flags&(blfInodeBuf|blfQuotaBufs) != 0 {
 				continue
 			}
-			if err := f.applyBuf(o, b, it.regions[1:], sp.blkno, sp.n); err != nil {
+			ok, err := f.applyBuf(o, b, it.regions[1:], sp.blkno, sp.n, lsn)
+			if err != nil {
 				return applied, err
 			}
-			applied++
+			if ok {
+				applied++
+			}
 		case itemInode:
 			if sp, ok := inodeSpan(b); ok && cancels[span{sp[0], sp[1]}] > 0 {
 				continue // its cluster was freed later in the log
 			}
-			if err := f.applyInode(o, it.regions); err != nil {
+			ok, err := f.applyInode(o, it.regions, lsn)
+			if err != nil {
 				return applied, err
 			}
-			applied++
+			if ok {
+				applied++
+			}
 		}
 	}
 	return applied, nil
 }
 
+// bufLSN returns where a v5 metadata block keeps its LSN, as the kernel's
+// recovery recognises it (xlog_recover_get_buf_lsn), or -1. Blocks of
+// another file system instance (other UUID) count as unknown.
+func (f *FS) bufLSN(b []byte) int {
+	if !f.sb.v5 || len(b) < 64 {
+		return -1
+	}
+	at, uuid := -1, -1
+	switch be.Uint32(b) {
+	case 0x41423342, 0x41423343, 0x524d4233, 0x52334643, 0x49414233, 0x46494233: // AB3B AB3C RMB3 R3FC IAB3 FIB3: short btree blocks
+		at, uuid = 24, 32
+	case magicBmapV5:
+		at, uuid = 32, 40
+	case magicSymlink:
+		at, uuid = 48, 16
+	case magicBlockV5, magicDataV5, 0x58444633: // XDB3 XDD3 XDF3
+		at, uuid = 16, 24
+	default:
+		switch be.Uint16(b[8:]) {
+		case 0x3df1, 0x3dff, 0x3ebe: // directory leaf, leafn, da node (v5)
+			at, uuid = 24, 32
+		}
+	}
+	if at < 0 || !bytes.Equal(b[uuid:uuid+16], f.sb.metaUUID[:]) {
+		return -1
+	}
+	return at
+}
+
+// newer reports whether an LSN stamped on disk is at or past lsn (0 and
+// -1 are "none").
+func newer(disk uint64, lsn int64, orEqual bool) bool {
+	if disk == 0 || disk == ^uint64(0) {
+		return false
+	}
+	if orEqual {
+		return int64(disk) >= lsn
+	}
+	return int64(disk) > lsn
+}
+
 // applyBuf copies a buffer item's logged 128-byte chunks into the buffer.
-func (f *FS) applyBuf(o *overlay, format []byte, regions [][]byte, blkno, nbb int64) error {
+func (f *FS) applyBuf(o *overlay, format []byte, regions [][]byte, blkno, nbb, lsn int64) (bool, error) {
 	mapWords := int(le.Uint32(format[16:]))
 	off := blkno * bbSize
 	size := nbb * bbSize
 	if blkno < 0 || nbb <= 0 || size > 1<<16 || off+size > f.size || 20+mapWords*4 > len(format) {
-		return fmt.Errorf("buffer item for %d sectors at sector %d", nbb, blkno)
+		return false, fmt.Errorf("buffer item for %d sectors at sector %d", nbb, blkno)
 	}
 	buf, err := o.read(off, int(size))
 	if err != nil {
-		return err
+		return false, err
+	}
+	if at := f.bufLSN(buf); at >= 0 && newer(be.Uint64(buf[at:]), lsn, true) {
+		return false, nil // the block on disk is already newer
 	}
 	bit := func(i int) bool { return le.Uint32(format[20+(i/32)*4:])>>(i%32)&1 != 0 }
 	nbits := mapWords * 32
@@ -400,18 +472,21 @@ func (f *FS) applyBuf(o *overlay, format []byte, regions [][]byte, blkno, nbb in
 			j++
 		}
 		if r >= len(regions) {
-			return fmt.Errorf("buffer item at sector %d: %d regions for its dirty map", blkno, len(regions))
+			return false, fmt.Errorf("buffer item at sector %d: %d regions for its dirty map", blkno, len(regions))
 		}
 		at := i * blfChunk
 		if at >= len(buf) {
-			return fmt.Errorf("buffer item at sector %d: chunk %d beyond %d bytes", blkno, i, len(buf))
+			return false, fmt.Errorf("buffer item at sector %d: chunk %d beyond %d bytes", blkno, i, len(buf))
 		}
 		copy(buf[at:min(len(buf), j*blfChunk)], regions[r])
 		r++
 		i = j
 	}
+	if at := f.bufLSN(buf); at >= 0 {
+		be.PutUint64(buf[at:], uint64(lsn))
+	}
 	o.write(off, buf)
-	return nil
+	return true, nil
 }
 
 // inodeSpan returns the cluster buffer (sector, length) of an inode item.
@@ -427,7 +502,7 @@ func inodeSpan(b []byte) ([2]int64, bool) {
 
 // applyInode copies a logged inode core (converted from the writer's byte
 // order) and data fork into the inode's place.
-func (f *FS) applyInode(o *overlay, regions [][]byte) error {
+func (f *FS) applyInode(o *overlay, regions [][]byte, lsn int64) (bool, error) {
 	b := regions[0]
 	var fields uint32
 	var dsize int
@@ -440,16 +515,16 @@ func (f *FS) applyInode(o *overlay, regions [][]byte) error {
 		fields, dsize = le.Uint32(b[4:]), int(le.Uint16(b[10:]))
 		blkno, boff = int64(le.Uint64(b[36:])), int64(int32(le.Uint32(b[48:])))
 	default:
-		return fmt.Errorf("inode item format of %d bytes", len(b))
+		return false, fmt.Errorf("inode item format of %d bytes", len(b))
 	}
 	off := blkno*bbSize + boff
 	if blkno < 0 || boff < 0 || off+f.sb.isize > f.size || fields&ilogCore == 0 || len(regions) < 2 {
-		return fmt.Errorf("inode item at sector %d+%d, fields %#x", blkno, boff, fields)
+		return false, fmt.Errorf("inode item at sector %d+%d, fields %#x", blkno, boff, fields)
 	}
 	start := off &^ (bbSize - 1)
 	buf, err := o.read(start, int((off+f.sb.isize-start+bbSize-1)&^(bbSize-1)))
 	if err != nil {
-		return err
+		return false, err
 	}
 	dip := buf[off-start : off-start+f.sb.isize]
 	core, logCore := 100, 96 // the v2 log core stops before di_next_unlinked
@@ -457,9 +532,25 @@ func (f *FS) applyInode(o *overlay, regions [][]byte) error {
 		core, logCore = 176, 176
 	}
 	if len(regions[1]) < logCore {
-		return fmt.Errorf("inode core of %d bytes", len(regions[1]))
+		return false, fmt.Errorf("inode core of %d bytes", len(regions[1]))
 	}
-	logDinodeToDisk(regions[1], dip, f.sb.v5)
+	l := regions[1]
+	if string(dip[:2]) == "IN" {
+		switch {
+		case f.sb.v5 && dip[4] >= 3 && newer(be.Uint64(dip[112:]), lsn, false):
+			return false, nil // the inode on disk is newer (di_lsn)
+		case !f.sb.v5:
+			// v2 inodes order by di_flushiter, which wraps at 0xffff
+			disk, logged := be.Uint16(dip[30:]), le.Uint16(l[30:])
+			if logged < disk && !(disk == 0xffff && logged < 0x7fff) {
+				return false, nil
+			}
+		}
+	}
+	logDinodeToDisk(l, dip, f.sb.v5)
+	if f.sb.v5 {
+		be.PutUint64(dip[112:], uint64(lsn)) // as the kernel stamps di_lsn
+	}
 	forkEnd := len(dip)
 	if fo := int(dip[82]); fo != 0 {
 		forkEnd = min(len(dip), core+fo*8)
@@ -472,14 +563,14 @@ func (f *FS) applyInode(o *overlay, regions [][]byte) error {
 		}
 		if fields&ilogDBroot != 0 {
 			if err := bmbtToBmdr(src, fork, f.sb.v5); err != nil {
-				return err
+				return false, err
 			}
 		} else {
 			copy(fork, src)
 		}
 	}
 	o.write(start, buf)
-	return nil
+	return true, nil
 }
 
 // logDinodeToDisk converts an xfs_log_dinode (writer's byte order) into

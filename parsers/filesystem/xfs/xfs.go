@@ -84,7 +84,8 @@ type super struct {
 	ftype      bool // directory entries carry a file type byte
 	asciiCI    bool // names are looked up ignoring ASCII case (mkfs -n version=ci)
 	label      string
-	logstart   uint64 // AG-encoded first block of the internal log, 0 when external
+	metaUUID   [16]byte // the UUID stamped in v5 metadata (sb_meta_uuid or sb_uuid)
+	logstart   uint64   // AG-encoded first block of the internal log, 0 when external
 	logblocks  uint32
 }
 
@@ -207,6 +208,10 @@ func readSuper(r io.ReaderAt, size int64) (super, error) {
 		label: strings.TrimRight(string(b[108:120]), "\x00"),
 	}
 	sb.asciiCI = version&0x4000 != 0 // XFS_SB_VERSION_BORGBIT
+	copy(sb.metaUUID[:], b[32:48])
+	if version&0xf == 5 && be.Uint32(b[216:])&(1<<2) != 0 { // XFS_SB_FEAT_INCOMPAT_META_UUID
+		copy(sb.metaUUID[:], b[248:264])
+	}
 	switch version & 0xf {
 	case 5:
 		sb.v5 = true
