@@ -17,8 +17,6 @@ import (
 	"fmt"
 	"os"
 	"time"
-
-	_ "github.com/mattn/go-sqlite3" // the SQLite driver
 )
 
 // ErrNotFound is returned when a named machine, volume or point is absent.
@@ -96,14 +94,6 @@ type DB struct {
 	r *sql.DB
 }
 
-func dsn(path string, readOnly bool) string {
-	s := fmt.Sprintf("file:%s?_journal_mode=WAL&_busy_timeout=30000&_synchronous=FULL&_foreign_keys=1&_txlock=immediate&_cache_size=-32000", path)
-	if readOnly {
-		s += "&_query_only=1"
-	}
-	return s
-}
-
 // Open opens the catalog at path. With create it makes the file and schema
 // when missing; without, a missing file is an error.
 func Open(ctx context.Context, path string, create bool) (*DB, error) {
@@ -112,12 +102,12 @@ func Open(ctx context.Context, path string, create bool) (*DB, error) {
 			return nil, fmt.Errorf("open catalog: %w", err)
 		}
 	}
-	w, err := sql.Open("sqlite3", dsn(path, false))
+	w, err := sql.Open(driverName, dsn(path, false))
 	if err != nil {
 		return nil, fmt.Errorf("open catalog %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
-	r, err := sql.Open("sqlite3", dsn(path, true))
+	r, err := sql.Open(driverName, dsn(path, true))
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open catalog %s: %w", path, err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"syscall"
 )
 
 // FileBackend serves a file or block device.
@@ -54,15 +53,13 @@ func (b *FileBackend) WriteAt(ctx context.Context, p []byte, off int64) error {
 
 // Trim punches a hole where the file system can, else does nothing.
 func (b *FileBackend) Trim(ctx context.Context, off, n int64) error {
-	const keepSize, punchHole = 0x01, 0x02
-	syscall.Fallocate(int(b.F.Fd()), keepSize|punchHole, off, n)
+	punchHole(b.F, off, n)
 	return nil
 }
 
 // Zero punches a hole, or writes zeros where that is not possible.
 func (b *FileBackend) Zero(ctx context.Context, off, n int64) error {
-	const keepSize, punchHole = 0x01, 0x02
-	if syscall.Fallocate(int(b.F.Fd()), keepSize|punchHole, off, n) == nil {
+	if punchHole(b.F, off, n) == nil {
 		return nil
 	}
 	return WriteZeros(ctx, b.F, off, n)

@@ -1,3 +1,5 @@
+//go:build !windows
+
 // Package vm boots a disk in qemu-system-x86_64 — with KVM when the host
 // has it, under software emulation (TCG) otherwise — isolated from any
 // network, and watches its serial console: the engine of `rewind boot` and

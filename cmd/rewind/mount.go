@@ -63,6 +63,11 @@ overlay in --scratch (deleted at unmount; all three show the same writes), so
 a database server can attach a file or a hypervisor can boot the disk; the
 repository is never written and files/ stays read-only.
 
+On Windows (with WinFsp installed, https://winfsp.dev) MOUNTPOINT is a free
+drive letter or a directory that does not exist yet:
+rewind mount X: --machine web1 --volume C --at "2026-11-17 10:15" gives
+Tuesday's C: drive as X:. Stop it with Ctrl-C or rewind umount X:.
+
 --audit-log appends one JSON line per open and per listing: time, op, uid,
 gid, pid, machine, volume, point, path. --allow-other lets other users read
 the mount (every file of every backup: mind who may use this machine); it needs
@@ -95,8 +100,8 @@ user_allow_other in /etc/fuse.conf when not mounting as root.`,
 			if _, err := parseAtSyntax(at); err != nil {
 				return err
 			}
-			if st, err := os.Stat(mnt); err != nil || !st.IsDir() {
-				return usagef("mount point %s: not a directory", mnt)
+			if err := checkMountPoint(mnt); err != nil {
+				return err
 			}
 			repo, err := openRepo(ctx, dir)
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"syscall"
 
@@ -30,6 +31,14 @@ func serveMount(ctx context.Context, t *vfs.FS, dir string, mo mountOptions, mou
 		return err
 	}
 	<-done
+	return nil
+}
+
+// checkMountPoint: on Linux the mount point is an existing directory.
+func checkMountPoint(mnt string) error {
+	if st, err := os.Stat(mnt); err != nil || !st.IsDir() {
+		return usagef("mount point %s: not a directory", mnt)
+	}
 	return nil
 }
 

@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux && !windows
 
 package main
 
@@ -13,6 +13,8 @@ import (
 func serveMount(ctx context.Context, t *vfs.FS, dir string, mo mountOptions, mounted func()) error {
 	return fmt.Errorf("rewind mount is not available on %s yet", runtime.GOOS)
 }
+
+func checkMountPoint(mnt string) error { return nil }
 
 func unmount(dir string) error {
 	return fmt.Errorf("rewind umount is not available on %s yet", runtime.GOOS)

@@ -31,9 +31,10 @@ func usagef(format string, args ...any) error {
 	return usageError{fmt.Errorf(format, args...)}
 }
 
-// subcommands lists every top-level command. Each lives in its own file.
+// subcommands lists every top-level command. Each lives in its own file;
+// platformCommands (commands_*.go) adds those that exist on one platform only.
 func subcommands() []*cobra.Command {
-	return []*cobra.Command{
+	return append([]*cobra.Command{
 		newServerCmd(),
 		newMachineCmd(),
 		newMachinesCmd(),
@@ -46,17 +47,13 @@ func subcommands() []*cobra.Command {
 		newTapeCmd(),
 		newRetentionCmd(),
 		newPruneCmd(),
-		newBootCmd(),
-		newVerifyBootCmd(),
 		newMountCmd(),
 		newUmountCmd(),
 		newCheckCmd(),
 		newDemoCmd(),
-		newAgentCmd(),
-		newBookmarkCmd(),
 		newESECmd(),
 		newSQLCmd(),
-	}
+	}, platformCommands()...)
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
