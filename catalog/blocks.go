@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -166,8 +167,7 @@ func (db *DB) CreatePack(ctx context.Context) (int64, error) {
 // Chunk looks a chunk up by content hash.
 func (db *DB) Chunk(ctx context.Context, hash [32]byte) (ChunkRef, error) {
 	c := ChunkRef{Hash: hash}
-	err := db.r.QueryRowContext(ctx, `SELECT id, pack_id, offset, clen, ulen FROM chunks WHERE hash = ?`, hash[:]).
-		Scan(&c.ID, &c.PackID, &c.Offset, &c.CLen, &c.ULen)
+	err := db.chunkByHash.QueryRowContext(ctx, hash[:]).Scan(&c.ID, &c.PackID, &c.Offset, &c.CLen, &c.ULen)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ChunkRef{}, ErrNotFound
 	}
@@ -175,6 +175,51 @@ func (db *DB) Chunk(ctx context.Context, hash [32]byte) (ChunkRef, error) {
 		return ChunkRef{}, fmt.Errorf("look up chunk %x: %w", hash, err)
 	}
 	return c, nil
+}
+
+// indexedBatch is how many hashes one query of Indexed asks about.
+const indexedBatch = 128
+
+// Indexed reports, for each hash, whether the chunk index holds it: one
+// query per 128 hashes instead of one per hash.
+func (db *DB) Indexed(ctx context.Context, hashes [][32]byte) ([]bool, error) {
+	out := make([]bool, len(hashes))
+	at := make(map[[32]byte][]int, len(hashes))
+	args := make([]any, 0, indexedBatch)
+	for start := 0; start < len(hashes); start += indexedBatch {
+		group := hashes[start:min(start+indexedBatch, len(hashes))]
+		clear(at)
+		args = args[:0]
+		for i, h := range group {
+			if _, dup := at[h]; !dup {
+				args = append(args, h[:])
+			}
+			at[h] = append(at[h], start+i)
+		}
+		q := `SELECT hash FROM chunks WHERE hash IN (?` + strings.Repeat(`, ?`, len(args)-1) + `)`
+		rows, err := db.r.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("look up %d chunks: %w", len(args), err)
+		}
+		for rows.Next() {
+			var h []byte
+			if err := rows.Scan(&h); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("look up chunks: %w", err)
+			}
+			if len(h) == 32 {
+				for _, i := range at[[32]byte(h)] {
+					out[i] = true
+				}
+			}
+		}
+		if err := rows.Err(); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("look up chunks: %w", err)
+		}
+		rows.Close()
+	}
+	return out, nil
 }
 
 // BlockMap resolves blocks [first, first+len(dst)) of a volume as of point

@@ -81,7 +81,11 @@ func TestBackupResumesAfterSessionLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	opt := BackupOptions{Machine: "m", Volume: "v", Source: bytes.NewReader(img), Size: int64(len(img))}
-	if _, err := c.sendBatch(ctx, br.Session, opt, 65536, 0, 16, &batchWork{}); err != nil {
+	codec, err := c.codec("", br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.sendBatch(ctx, upload{br.Session, codec}, opt, 65536, 0, 16, &batchWork{}); err != nil {
 		t.Fatal(err)
 	}
 	srv.mu.Lock()

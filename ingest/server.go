@@ -225,7 +225,8 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 		expect: map[int64]pack.Hash{}, ranges: map[int64]*blockRange{}, progress: p.Progress, flushed: p.Progress,
 		stream: req.Stream, epoch: req.Epoch, work: map[int64][]byte{},
 	}
-	resp := beginResponse{Session: sess.id, PointID: p.ID, BlockSize: vol.BlockSize, ResumeFrom: p.Progress, Resumed: resumed}
+	resp := beginResponse{Session: sess.id, PointID: p.ID, BlockSize: vol.BlockSize, ResumeFrom: p.Progress, Resumed: resumed,
+		Compression: pack.CompressionName(s.repo.Codec().Compression()), Compressions: pack.Compressions()}
 	if req.Stream {
 		if err := s.beginStream(ctx, sess, &resp); err != nil {
 			httpError(w, http.StatusInternalServerError, err.Error())
@@ -307,7 +308,7 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	var need []uint32
+	var need, ask []uint32
 	var rows []catalog.BlockWrite
 	for i, e := range o.Entries {
 		if (full && e.Blk != o.First+int64(i)) || (i > 0 && e.Blk <= o.Entries[i-1].Blk) {
@@ -323,16 +324,24 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 		case c.ID != 0 && c.Hash == e.Hash:
 			// unchanged
 		default:
-			has, err := s.store.Has(ctx, e.Hash)
-			if err != nil {
-				httpError(w, http.StatusInternalServerError, err.Error())
-				return
-			}
-			if has {
-				rows = append(rows, catalog.BlockWrite{Blk: e.Blk, Hash: e.Hash})
-			} else {
-				need = append(need, uint32(i))
-			}
+			ask = append(ask, uint32(i))
+		}
+	}
+	// Changed blocks: stored already (by any machine), or needed.
+	hashes := make([]pack.Hash, len(ask))
+	for j, i := range ask {
+		hashes[j] = o.Entries[i].Hash
+	}
+	has, err := s.store.HasMany(ctx, hashes)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	for j, i := range ask {
+		if has[j] {
+			rows = append(rows, catalog.BlockWrite{Blk: o.Entries[i].Blk, Hash: o.Entries[i].Hash})
+		} else {
+			need = append(need, i)
 		}
 	}
 	sess.mu.Lock()

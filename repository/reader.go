@@ -126,7 +126,8 @@ func (pr *PointReader) ReadAtContext(ctx context.Context, p []byte, off int64) (
 
 // RestoreOptions tune Restore.
 type RestoreOptions struct {
-	// Workers read and decompress blocks in parallel (default: CPUs).
+	// Workers read and decompress blocks in parallel (default: twice the
+	// CPUs, so a core is never idle while a worker waits on the disk).
 	Workers int
 	// SkipZeros leaves all-zero blocks unwritten, for a fresh sparse file.
 	SkipZeros bool
@@ -140,7 +141,7 @@ func (r *Repo) Restore(ctx context.Context, p catalog.Point, dst io.WriterAt, op
 	pr := r.OpenPoint(p)
 	workers := opt.Workers
 	if workers <= 0 {
-		workers = runtime.NumCPU()
+		workers = 2 * runtime.NumCPU()
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

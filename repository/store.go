@@ -56,6 +56,34 @@ func (s *Store) Has(ctx context.Context, h pack.Hash) (bool, error) {
 	return err == nil, err
 }
 
+// HasMany reports Has for each hash, asking the catalog once per 128.
+func (s *Store) HasMany(ctx context.Context, hashes []pack.Hash) ([]bool, error) {
+	out := make([]bool, len(hashes))
+	var ask [][32]byte
+	var at []int
+	s.mu.Lock()
+	for i, h := range hashes {
+		if _, ok := s.pending[h]; ok {
+			out[i] = true
+		} else {
+			ask = append(ask, h)
+			at = append(at, i)
+		}
+	}
+	s.mu.Unlock()
+	if len(ask) == 0 {
+		return out, nil
+	}
+	got, err := s.repo.Catalog.Indexed(ctx, ask)
+	if err != nil {
+		return nil, err
+	}
+	for j, ok := range got {
+		out[at[j]] = ok
+	}
+	return out, nil
+}
+
 // Put stores one block given in its stored form: stored holds e.ULen
 // bytes compressed with e.Compression, hashing to e.Hash. The caller has
 // verified the data (see pack.Codec.Decode). A block already stored is not
