@@ -146,7 +146,7 @@ type session struct {
 
 	mu        sync.Mutex
 	dead      bool
-	expect    map[int64]pack.Hash // blocks asked for, not yet received
+	expect    map[int64]expected // blocks asked for, not yet received
 	ranges    map[int64]*blockRange
 	progress  int64 // every block below is recorded
 	flushed   int64 // the progress last made durable
@@ -157,6 +157,12 @@ type session struct {
 	applied   uint64           // stream: last journal record applied
 	ackedSeq  uint64           // stream: last journal record in a durable point
 	work      map[int64][]byte // stream: blocks changed since the last point
+}
+
+// expected is a block asked for: its hash, and the proof it was absent.
+type expected struct {
+	hash pack.Hash
+	abs  repository.Absence
 }
 
 type blockRange struct {
@@ -222,7 +228,7 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 	sess := &session{
 		id: hex.EncodeToString(idb), machine: m, volume: vol, point: p, seeded: seeded,
 		blockSize: vol.BlockSize, nblocks: (req.Size + vol.BlockSize - 1) / vol.BlockSize,
-		expect: map[int64]pack.Hash{}, ranges: map[int64]*blockRange{}, progress: p.Progress, flushed: p.Progress,
+		expect: map[int64]expected{}, ranges: map[int64]*blockRange{}, progress: p.Progress, flushed: p.Progress,
 		stream: req.Stream, epoch: req.Epoch, work: map[int64][]byte{},
 	}
 	resp := beginResponse{Session: sess.id, PointID: p.ID, BlockSize: vol.BlockSize, ResumeFrom: p.Progress, Resumed: resumed,
@@ -332,7 +338,7 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 	for j, i := range ask {
 		hashes[j] = o.Entries[i].Hash
 	}
-	has, err := s.store.HasMany(ctx, hashes)
+	has, abs, err := s.store.HasMany(ctx, hashes)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -347,7 +353,7 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 	sess.mu.Lock()
 	sess.rows = append(sess.rows, rows...)
 	for _, i := range need {
-		sess.expect[o.Entries[i].Blk] = o.Entries[i].Hash
+		sess.expect[o.Entries[i].Blk] = expected{o.Entries[i].Hash, abs}
 	}
 	if full {
 		sess.ranges[o.First] = &blockRange{end: o.End, outstanding: len(need)}
@@ -386,9 +392,9 @@ func (s *Server) blocks(w http.ResponseWriter, r *http.Request, sess *session) {
 			return
 		}
 		sess.mu.Lock()
-		want, ok := sess.expect[b.Blk]
+		exp, ok := sess.expect[b.Blk]
 		sess.mu.Unlock()
-		if !ok || want != b.Entry.Hash {
+		if !ok || exp.hash != b.Entry.Hash {
 			httpError(w, http.StatusBadRequest, fmt.Sprintf("blocks: block %d was not asked for with that hash", b.Blk))
 			return
 		}
@@ -403,7 +409,7 @@ func (s *Server) blocks(w http.ResponseWriter, r *http.Request, sess *session) {
 			httpError(w, http.StatusBadRequest, fmt.Sprintf("blocks: block %d has %d bytes, expected %d", b.Blk, len(plain), want))
 			return
 		}
-		if err := s.store.Put(ctx, b.Entry, b.Stored); err != nil {
+		if err := s.store.PutAbsent(ctx, b.Entry, b.Stored, exp.abs); err != nil {
 			slog.Error("storing a block failed", "err", err)
 			httpError(w, http.StatusInternalServerError, err.Error())
 			return
