@@ -329,13 +329,30 @@ func (c *Client) sendBatch(ctx context.Context, up upload, opt BackupOptions, bs
 		w.data = make([]byte, length)
 	}
 	data := w.data[:length]
-	if got, err := opt.Source.ReadAt(data, off); int64(got) != length {
-		return n, fmt.Errorf("read source at offset %d: %w", off+int64(got), err)
-	}
 	n.read = length
 	o := offer{First: first, End: end}
 	block := func(i int64) []byte { return data[(i-first)*bs : min((i-first+1)*bs, length)] }
+	// Blocks wholly inside holes of a sparse source are zeros: they are
+	// neither read nor compared.
+	runs := dataRuns(opt.Source, off, length)
+	for _, r := range runs {
+		// Read whole blocks around each run of data.
+		lo := (r[0] - off) / bs * bs
+		hi := min(length, (r[1]-off+bs-1)/bs*bs)
+		if got, err := opt.Source.ReadAt(data[lo:hi], off+lo); int64(got) != hi-lo {
+			return n, fmt.Errorf("read source at offset %d: %w", off+lo+int64(got), err)
+		}
+	}
+	ri := 0
 	for i := first; i < end; i++ {
+		bo, be := (i-first)*bs, min((i-first+1)*bs, length)
+		for ri < len(runs) && runs[ri][1]-off <= bo {
+			ri++
+		}
+		if ri == len(runs) || runs[ri][0]-off >= be {
+			o.Entries = append(o.Entries, offerEntry{Blk: i, Zero: true})
+			continue
+		}
 		o.Entries = append(o.Entries, w.entry(i, block(i)))
 	}
 	return c.offerAndSend(ctx, up, o, block, n, w)
