@@ -224,40 +224,44 @@ func (db *DB) Indexed(ctx context.Context, hashes [][32]byte) ([]bool, error) {
 
 // BlockMap resolves blocks [first, first+len(dst)) of a volume as of point
 // seq into dst: for each block, the newest version at or before seq (the
-// zero chunk when there is none). Each block costs one index seek.
+// zero chunk when there is none). Each block costs one index seek, all of
+// them in one statement.
 func (db *DB) BlockMap(ctx context.Context, volumeID, seq, first int64, dst []ChunkRef) error {
-	conn, err := db.r.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("resolve blocks: %w", err)
+	clear(dst)
+	if len(dst) == 0 {
+		return nil
 	}
-	defer conn.Close()
-	st, err := conn.PrepareContext(ctx, `
-		SELECT b.chunk_id, c.id, c.hash, c.pack_id, c.offset, c.clen, c.ulen
-		FROM (SELECT chunk_id FROM blocks WHERE volume_id = ? AND blk = ? AND seq <= ? ORDER BY seq DESC LIMIT 1) b
-		LEFT JOIN chunks c ON c.id = b.chunk_id`)
+	rows, err := db.r.QueryContext(ctx, `
+		WITH RECURSIVE w(blk) AS (SELECT ?1 UNION ALL SELECT blk + 1 FROM w WHERE blk + 1 < ?2),
+		v(blk, chunk_id) AS MATERIALIZED (
+			SELECT blk, (SELECT chunk_id FROM blocks b WHERE b.volume_id = ?3 AND b.blk = w.blk AND b.seq <= ?4
+				ORDER BY b.seq DESC LIMIT 1) FROM w)
+		SELECT v.blk, v.chunk_id, c.id, c.hash, c.pack_id, c.offset, c.clen, c.ulen
+		FROM v LEFT JOIN chunks c ON c.id = v.chunk_id
+		WHERE v.chunk_id != 0`, first, first+int64(len(dst)), volumeID, seq)
 	if err != nil {
-		return fmt.Errorf("resolve blocks: %w", err)
+		return fmt.Errorf("resolve blocks %d–%d of volume %d at point %d: %w", first, first+int64(len(dst))-1, volumeID, seq, err)
 	}
-	defer st.Close()
-	for i := range dst {
-		blk := first + int64(i)
-		var want int64
+	defer rows.Close()
+	for rows.Next() {
+		var blk, want int64
 		var id, pk, off, clen, ulen sql.NullInt64
 		var h []byte
-		err := st.QueryRowContext(ctx, volumeID, blk, seq).Scan(&want, &id, &h, &pk, &off, &clen, &ulen)
-		var c ChunkRef
-		switch {
-		case errors.Is(err, sql.ErrNoRows) || (err == nil && want == 0):
-			// never written, or written as zeros
-		case err != nil:
-			return fmt.Errorf("resolve block %d of volume %d at point %d: %w", blk, volumeID, seq, err)
-		case !id.Valid:
-			return fmt.Errorf("resolve block %d of volume %d at point %d: chunk %d is missing from the index", blk, volumeID, seq, want)
-		default:
-			c = ChunkRef{ID: id.Int64, PackID: pk.Int64, Offset: off.Int64, CLen: uint32(clen.Int64), ULen: uint32(ulen.Int64)}
-			copy(c.Hash[:], h)
+		if err := rows.Scan(&blk, &want, &id, &h, &pk, &off, &clen, &ulen); err != nil {
+			return fmt.Errorf("resolve blocks of volume %d at point %d: %w", volumeID, seq, err)
 		}
-		dst[i] = c
+		if blk < first || blk >= first+int64(len(dst)) {
+			return fmt.Errorf("resolve blocks of volume %d at point %d: got block %d outside %d–%d", volumeID, seq, blk, first, first+int64(len(dst))-1)
+		}
+		if !id.Valid || len(h) != 32 {
+			return fmt.Errorf("resolve block %d of volume %d at point %d: chunk %d is missing from the index", blk, volumeID, seq, want)
+		}
+		c := ChunkRef{ID: id.Int64, PackID: pk.Int64, Offset: off.Int64, CLen: uint32(clen.Int64), ULen: uint32(ulen.Int64)}
+		copy(c.Hash[:], h)
+		dst[blk-first] = c
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("resolve blocks of volume %d at point %d: %w", volumeID, seq, err)
 	}
 	return nil
 }
