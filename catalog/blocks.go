@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -166,8 +167,7 @@ func (db *DB) CreatePack(ctx context.Context) (int64, error) {
 // Chunk looks a chunk up by content hash.
 func (db *DB) Chunk(ctx context.Context, hash [32]byte) (ChunkRef, error) {
 	c := ChunkRef{Hash: hash}
-	err := db.r.QueryRowContext(ctx, `SELECT id, pack_id, offset, clen, ulen FROM chunks WHERE hash = ?`, hash[:]).
-		Scan(&c.ID, &c.PackID, &c.Offset, &c.CLen, &c.ULen)
+	err := db.chunkByHash.QueryRowContext(ctx, hash[:]).Scan(&c.ID, &c.PackID, &c.Offset, &c.CLen, &c.ULen)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ChunkRef{}, ErrNotFound
 	}
@@ -177,42 +177,91 @@ func (db *DB) Chunk(ctx context.Context, hash [32]byte) (ChunkRef, error) {
 	return c, nil
 }
 
+// indexedBatch is how many hashes one query of Indexed asks about.
+const indexedBatch = 128
+
+// Indexed reports, for each hash, whether the chunk index holds it: one
+// query per 128 hashes instead of one per hash.
+func (db *DB) Indexed(ctx context.Context, hashes [][32]byte) ([]bool, error) {
+	out := make([]bool, len(hashes))
+	at := make(map[[32]byte][]int, len(hashes))
+	args := make([]any, 0, indexedBatch)
+	for start := 0; start < len(hashes); start += indexedBatch {
+		group := hashes[start:min(start+indexedBatch, len(hashes))]
+		clear(at)
+		args = args[:0]
+		for i, h := range group {
+			if _, dup := at[h]; !dup {
+				args = append(args, h[:])
+			}
+			at[h] = append(at[h], start+i)
+		}
+		q := `SELECT hash FROM chunks WHERE hash IN (?` + strings.Repeat(`, ?`, len(args)-1) + `)`
+		rows, err := db.r.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("look up %d chunks: %w", len(args), err)
+		}
+		for rows.Next() {
+			var h []byte
+			if err := rows.Scan(&h); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("look up chunks: %w", err)
+			}
+			if len(h) == 32 {
+				for _, i := range at[[32]byte(h)] {
+					out[i] = true
+				}
+			}
+		}
+		if err := rows.Err(); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("look up chunks: %w", err)
+		}
+		rows.Close()
+	}
+	return out, nil
+}
+
 // BlockMap resolves blocks [first, first+len(dst)) of a volume as of point
 // seq into dst: for each block, the newest version at or before seq (the
-// zero chunk when there is none). Each block costs one index seek.
+// zero chunk when there is none). Each block costs one index seek, all of
+// them in one statement.
 func (db *DB) BlockMap(ctx context.Context, volumeID, seq, first int64, dst []ChunkRef) error {
-	conn, err := db.r.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("resolve blocks: %w", err)
+	clear(dst)
+	if len(dst) == 0 {
+		return nil
 	}
-	defer conn.Close()
-	st, err := conn.PrepareContext(ctx, `
-		SELECT b.chunk_id, c.id, c.hash, c.pack_id, c.offset, c.clen, c.ulen
-		FROM (SELECT chunk_id FROM blocks WHERE volume_id = ? AND blk = ? AND seq <= ? ORDER BY seq DESC LIMIT 1) b
-		LEFT JOIN chunks c ON c.id = b.chunk_id`)
+	rows, err := db.r.QueryContext(ctx, `
+		WITH RECURSIVE w(blk) AS (SELECT ?1 UNION ALL SELECT blk + 1 FROM w WHERE blk + 1 < ?2),
+		v(blk, chunk_id) AS MATERIALIZED (
+			SELECT blk, (SELECT chunk_id FROM blocks b WHERE b.volume_id = ?3 AND b.blk = w.blk AND b.seq <= ?4
+				ORDER BY b.seq DESC LIMIT 1) FROM w)
+		SELECT v.blk, v.chunk_id, c.id, c.hash, c.pack_id, c.offset, c.clen, c.ulen
+		FROM v LEFT JOIN chunks c ON c.id = v.chunk_id
+		WHERE v.chunk_id != 0`, first, first+int64(len(dst)), volumeID, seq)
 	if err != nil {
-		return fmt.Errorf("resolve blocks: %w", err)
+		return fmt.Errorf("resolve blocks %d–%d of volume %d at point %d: %w", first, first+int64(len(dst))-1, volumeID, seq, err)
 	}
-	defer st.Close()
-	for i := range dst {
-		blk := first + int64(i)
-		var want int64
+	defer rows.Close()
+	for rows.Next() {
+		var blk, want int64
 		var id, pk, off, clen, ulen sql.NullInt64
 		var h []byte
-		err := st.QueryRowContext(ctx, volumeID, blk, seq).Scan(&want, &id, &h, &pk, &off, &clen, &ulen)
-		var c ChunkRef
-		switch {
-		case errors.Is(err, sql.ErrNoRows) || (err == nil && want == 0):
-			// never written, or written as zeros
-		case err != nil:
-			return fmt.Errorf("resolve block %d of volume %d at point %d: %w", blk, volumeID, seq, err)
-		case !id.Valid:
-			return fmt.Errorf("resolve block %d of volume %d at point %d: chunk %d is missing from the index", blk, volumeID, seq, want)
-		default:
-			c = ChunkRef{ID: id.Int64, PackID: pk.Int64, Offset: off.Int64, CLen: uint32(clen.Int64), ULen: uint32(ulen.Int64)}
-			copy(c.Hash[:], h)
+		if err := rows.Scan(&blk, &want, &id, &h, &pk, &off, &clen, &ulen); err != nil {
+			return fmt.Errorf("resolve blocks of volume %d at point %d: %w", volumeID, seq, err)
 		}
-		dst[i] = c
+		if blk < first || blk >= first+int64(len(dst)) {
+			return fmt.Errorf("resolve blocks of volume %d at point %d: got block %d outside %d–%d", volumeID, seq, blk, first, first+int64(len(dst))-1)
+		}
+		if !id.Valid || len(h) != 32 {
+			return fmt.Errorf("resolve block %d of volume %d at point %d: chunk %d is missing from the index", blk, volumeID, seq, want)
+		}
+		c := ChunkRef{ID: id.Int64, PackID: pk.Int64, Offset: off.Int64, CLen: uint32(clen.Int64), ULen: uint32(ulen.Int64)}
+		copy(c.Hash[:], h)
+		dst[blk-first] = c
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("resolve blocks of volume %d at point %d: %w", volumeID, seq, err)
 	}
 	return nil
 }

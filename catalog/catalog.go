@@ -92,6 +92,9 @@ const (
 type DB struct {
 	w *sql.DB
 	r *sql.DB
+	// chunkByHash is prepared once: ingest looks a chunk up for every
+	// block it is sent.
+	chunkByHash *sql.Stmt
 }
 
 // Open opens the catalog at path. With create it makes the file and schema
@@ -140,12 +143,20 @@ func Open(ctx context.Context, path string, create bool) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("catalog %s: schema version %s, this rewind reads %s", path, v, schemaVersion)
 	}
+	if db.chunkByHash, err = r.PrepareContext(ctx, `SELECT id, pack_id, offset, clen, ulen FROM chunks WHERE hash = ?`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("catalog %s: %w", path, err)
+	}
 	return db, nil
 }
 
 // Close closes every connection.
 func (db *DB) Close() error {
-	return errors.Join(db.w.Close(), db.r.Close())
+	var err error
+	if db.chunkByHash != nil {
+		err = db.chunkByHash.Close()
+	}
+	return errors.Join(err, db.w.Close(), db.r.Close())
 }
 
 // tx runs fn in one write transaction.

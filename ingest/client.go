@@ -13,11 +13,13 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/rewind-cdp/rewind/catalog"
 	"github.com/rewind-cdp/rewind/repository/pack"
@@ -28,8 +30,10 @@ type Client struct {
 	base  string
 	token string
 	hc    *http.Client
-	codec *pack.Codec
 	sent  atomic.Int64
+
+	mu     sync.Mutex
+	codecs map[uint8]*pack.Codec // by the compression they write
 }
 
 // NewClient returns a client of the server at serverURL (https://host:port)
@@ -38,17 +42,48 @@ func NewClient(serverURL, token string, tlsCfg *tls.Config) (*Client, error) {
 	if !strings.HasPrefix(serverURL, "https://") {
 		return nil, fmt.Errorf("server URL %q: must start with https:// (the protocol always uses TLS)", serverURL)
 	}
-	codec, err := pack.NewCodec(1)
-	if err != nil {
-		return nil, err
-	}
 	tr := &http.Transport{
 		TLSClientConfig:     tlsCfg,
 		ForceAttemptHTTP2:   true,
 		TLSHandshakeTimeout: 15 * time.Second,
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
 	}
-	return &Client{base: strings.TrimRight(serverURL, "/"), token: token, hc: &http.Client{Transport: tr}, codec: codec}, nil
+	return &Client{base: strings.TrimRight(serverURL, "/"), token: token, hc: &http.Client{Transport: tr}, codecs: map[uint8]*pack.Codec{}}, nil
+}
+
+// codec returns the codec blocks of a session are compressed with: the
+// one asked for (which the server must accept), else the server's
+// preferred one, else zstd (all a server that names none accepts).
+func (c *Client) codec(want string, br beginResponse) (*pack.Codec, error) {
+	name := want
+	if name == "" {
+		name = br.Compression
+	}
+	if name == "" {
+		name = "zstd"
+	}
+	id, err := pack.CompressionID(name)
+	if err != nil {
+		return nil, err
+	}
+	accepted := br.Compressions
+	if len(accepted) == 0 {
+		accepted = []string{"none", "zstd"}
+	}
+	if !slices.Contains(accepted, name) {
+		return nil, fmt.Errorf("the server does not accept compression %q (it takes %s)", name, strings.Join(accepted, ", "))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cd := c.codecs[id]; cd != nil {
+		return cd, nil
+	}
+	cd, err := pack.NewCodecFor(id, 1)
+	if err != nil {
+		return nil, err
+	}
+	c.codecs[id] = cd
+	return cd, nil
 }
 
 // ServerError is an error answer from the server.
@@ -113,6 +148,9 @@ type BackupOptions struct {
 	// RetryFor is how long to keep retrying after a dropped connection or a
 	// server restart (default 2 minutes).
 	RetryFor time.Duration
+	// Compression names how blocks are sent (none, zstd, s2); empty means
+	// the server's preferred one.
+	Compression string
 }
 
 // BackupResult is what one backup did.
@@ -202,6 +240,11 @@ func (c *Client) attempt(ctx context.Context, opt BackupOptions, res *BackupResu
 	if br.Resumed {
 		res.Resumed = true
 	}
+	codec, err := c.codec(opt.Compression, br)
+	if err != nil {
+		return PointRef{}, err
+	}
+	up := upload{session: br.Session, codec: codec}
 	bs := br.BlockSize
 	nblocks := (opt.Size + bs - 1) / bs
 	per := min(int64(maxOffer), max(1, (4<<20)/bs))
@@ -216,7 +259,7 @@ func (c *Client) attempt(ctx context.Context, opt BackupOptions, res *BackupResu
 			defer wg.Done()
 			var w batchWork
 			for first := range firsts {
-				n, err := c.sendBatch(ctx, br.Session, opt, bs, first, min(first+per, nblocks), &w)
+				n, err := c.sendBatch(ctx, up, opt, bs, first, min(first+per, nblocks), &w)
 				if err != nil {
 					cancel(err)
 					return
@@ -252,10 +295,17 @@ feed:
 	return cr.Point, nil
 }
 
+// upload is where a session's blocks go and how they are compressed.
+type upload struct {
+	session string
+	codec   *pack.Codec
+}
+
 // batchWork is a worker's reusable buffers.
 type batchWork struct {
 	data []byte
 	zero []byte
+	body []byte // a blocks request, reused once the server has answered it
 }
 
 // entry is how block blk with data b is offered: as zeros, or by hash.
@@ -271,7 +321,7 @@ func (w *batchWork) entry(blk int64, b []byte) offerEntry {
 
 type batchCount struct{ read, sentBlocks int64 }
 
-func (c *Client) sendBatch(ctx context.Context, session string, opt BackupOptions, bs, first, end int64, w *batchWork) (batchCount, error) {
+func (c *Client) sendBatch(ctx context.Context, up upload, opt BackupOptions, bs, first, end int64, w *batchWork) (batchCount, error) {
 	var n batchCount
 	off := first * bs
 	length := min(opt.Size, end*bs) - off
@@ -279,21 +329,38 @@ func (c *Client) sendBatch(ctx context.Context, session string, opt BackupOption
 		w.data = make([]byte, length)
 	}
 	data := w.data[:length]
-	if got, err := opt.Source.ReadAt(data, off); int64(got) != length {
-		return n, fmt.Errorf("read source at offset %d: %w", off+int64(got), err)
-	}
 	n.read = length
 	o := offer{First: first, End: end}
 	block := func(i int64) []byte { return data[(i-first)*bs : min((i-first+1)*bs, length)] }
+	// Blocks wholly inside holes of a sparse source are zeros: they are
+	// neither read nor compared.
+	runs := dataRuns(opt.Source, off, length)
+	for _, r := range runs {
+		// Read whole blocks around each run of data.
+		lo := (r[0] - off) / bs * bs
+		hi := min(length, (r[1]-off+bs-1)/bs*bs)
+		if got, err := opt.Source.ReadAt(data[lo:hi], off+lo); int64(got) != hi-lo {
+			return n, fmt.Errorf("read source at offset %d: %w", off+lo+int64(got), err)
+		}
+	}
+	ri := 0
 	for i := first; i < end; i++ {
+		bo, be := (i-first)*bs, min((i-first+1)*bs, length)
+		for ri < len(runs) && runs[ri][1]-off <= bo {
+			ri++
+		}
+		if ri == len(runs) || runs[ri][0]-off >= be {
+			o.Entries = append(o.Entries, offerEntry{Blk: i, Zero: true})
+			continue
+		}
 		o.Entries = append(o.Entries, w.entry(i, block(i)))
 	}
-	return c.offerAndSend(ctx, session, o, block, n)
+	return c.offerAndSend(ctx, up, o, block, n, w)
 }
 
 // sendSparse offers the listed blocks (increasing, spanning at most
 // maxOffer block numbers) and sends those the server lacks.
-func (c *Client) sendSparse(ctx context.Context, session string, opt BackupOptions, bs int64, list []int64, w *batchWork) (batchCount, error) {
+func (c *Client) sendSparse(ctx context.Context, up upload, opt BackupOptions, bs int64, list []int64, w *batchWork) (batchCount, error) {
 	var n batchCount
 	if int64(cap(w.data)) < int64(len(list))*bs {
 		w.data = make([]byte, int64(len(list))*bs)
@@ -310,13 +377,13 @@ func (c *Client) sendSparse(ctx context.Context, session string, opt BackupOptio
 		data[blk] = b
 		o.Entries = append(o.Entries, w.entry(blk, b))
 	}
-	return c.offerAndSend(ctx, session, o, func(blk int64) []byte { return data[blk] }, n)
+	return c.offerAndSend(ctx, up, o, func(blk int64) []byte { return data[blk] }, n, w)
 }
 
 // offerAndSend offers the blocks of o and sends, compressed, those the
 // server asks for; block returns a block's data.
-func (c *Client) offerAndSend(ctx context.Context, session string, o offer, block func(int64) []byte, n batchCount) (batchCount, error) {
-	ans, err := c.post(ctx, "/v1/sessions/"+session+"/offer", "application/octet-stream", encodeOffer(o))
+func (c *Client) offerAndSend(ctx context.Context, up upload, o offer, block func(int64) []byte, n batchCount, w *batchWork) (batchCount, error) {
+	ans, err := c.post(ctx, "/v1/sessions/"+up.session+"/offer", "application/octet-stream", encodeOffer(o))
 	if err != nil {
 		return n, err
 	}
@@ -327,17 +394,34 @@ func (c *Client) offerAndSend(ctx context.Context, session string, o offer, bloc
 	if len(need) == 0 {
 		return n, nil
 	}
-	var body, buf []byte
+	// Each block is compressed straight into the request body, which is
+	// sized once for the worst case.
+	size := 0
+	for _, i := range need {
+		size += blockHeaderSize + pack.MaxStoredLen(len(block(o.Entries[i].Blk)))
+	}
+	if cap(w.body) < size {
+		w.body = make([]byte, 0, size)
+	}
+	body := w.body[:0]
 	for _, i := range need {
 		e := o.Entries[i]
 		b := block(e.Blk)
-		stored, comp := c.codec.Compress(b, buf)
-		buf = stored[:0]
-		body = appendBlock(body, sentBlock{Blk: e.Blk, Entry: pack.Entry{Hash: e.Hash, Compression: comp, ULen: uint32(len(b))}, Stored: stored})
+		at := len(body) + blockHeaderSize
+		stored, comp := up.codec.Compress(b, body[at:at])
+		body = appendBlockHeader(body, sentBlock{Blk: e.Blk, Entry: pack.Entry{Hash: e.Hash, Compression: comp, ULen: uint32(len(b))}}, len(stored))
+		if unsafe.SliceData(stored) == unsafe.SliceData(body[at:]) {
+			body = body[:at+len(stored)] // compressed in place
+		} else {
+			body = append(body, stored...)
+		}
 	}
-	if _, err := c.post(ctx, "/v1/sessions/"+session+"/blocks", "application/octet-stream", body); err != nil {
+	if _, err := c.post(ctx, "/v1/sessions/"+up.session+"/blocks", "application/octet-stream", body); err != nil {
+		w.body = nil // the transport may still hold it
 		return n, err
 	}
+	// The server answered only after reading the whole body: it is free.
+	w.body = body[:0]
 	n.sentBlocks = int64(len(need))
 	return n, nil
 }

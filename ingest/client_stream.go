@@ -14,6 +14,7 @@ import (
 type Stream struct {
 	c         *Client
 	session   string
+	up        upload
 	machine   string
 	volume    string
 	size      int64
@@ -41,7 +42,11 @@ func (c *Client) OpenStreamKind(ctx context.Context, machine, volume, kind strin
 	if err != nil {
 		return nil, err
 	}
-	return &Stream{c: c, session: br.Session, machine: machine, volume: volume, size: size, blockSize: br.BlockSize,
+	codec, err := c.codec("", br)
+	if err != nil {
+		return nil, err
+	}
+	return &Stream{c: c, session: br.Session, up: upload{session: br.Session, codec: codec}, machine: machine, volume: volume, size: size, blockSize: br.BlockSize,
 		AckedSeq: br.AckedSeq, NeedScan: br.NeedScan}, nil
 }
 
@@ -73,9 +78,9 @@ func (st *Stream) Scan(ctx context.Context, src io.ReaderAt, blocks []int64, wor
 				var n batchCount
 				var err error
 				if j.list == nil {
-					n, err = st.c.sendBatch(ctx, st.session, opt, bs, j.first, j.end, &w)
+					n, err = st.c.sendBatch(ctx, st.up, opt, bs, j.first, j.end, &w)
 				} else {
-					n, err = st.c.sendSparse(ctx, st.session, opt, bs, j.list, &w)
+					n, err = st.c.sendSparse(ctx, st.up, opt, bs, j.list, &w)
 				}
 				if err != nil {
 					cancel(err)

@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/rewind-cdp/rewind/catalog"
 	"github.com/rewind-cdp/rewind/repository/pack"
 )
 
@@ -81,7 +83,11 @@ func TestBackupResumesAfterSessionLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	opt := BackupOptions{Machine: "m", Volume: "v", Source: bytes.NewReader(img), Size: int64(len(img))}
-	if _, err := c.sendBatch(ctx, br.Session, opt, 65536, 0, 16, &batchWork{}); err != nil {
+	codec, err := c.codec("", br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.sendBatch(ctx, upload{br.Session, codec}, opt, 65536, 0, 16, &batchWork{}); err != nil {
 		t.Fatal(err)
 	}
 	srv.mu.Lock()
@@ -141,5 +147,47 @@ func TestUntrustedServerFailsAtOnce(t *testing.T) {
 	}
 	if res.Retries != 0 {
 		t.Fatalf("the client retried a certificate error %d times", res.Retries)
+	}
+}
+
+// The client compresses as the server prefers (S2 on a new repository) or
+// as asked; the server stores each block with the codec it came in, and
+// refuses nothing it can decode.
+func TestBackupCompressionChoice(t *testing.T) {
+	_, repo, url, cfg := testServer(t, true)
+	tok := addMachine(t, repo, "m")
+	c, err := NewClient(url, tok, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i, want := range []uint8{pack.CompressionS2, pack.CompressionZstd} {
+		img := bytes.Repeat([]byte(fmt.Sprintf("volume %d, some text that compresses well. ", i)), 40000)
+		name := map[uint8]string{pack.CompressionS2: "", pack.CompressionZstd: "zstd"}[want]
+		res, err := c.Backup(ctx, BackupOptions{Machine: "m", Volume: fmt.Sprintf("v%d", i), Source: bytes.NewReader(img), Size: int64(len(img)), Compression: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(readPoint(t, repo, res.Point.ID, len(img)), img) {
+			t.Fatalf("compression %q: the point does not read back exactly", name)
+		}
+		p, _ := repo.Catalog.Point(ctx, res.Point.ID)
+		refs := make([]catalog.ChunkRef, 1)
+		if err := repo.Catalog.BlockMap(ctx, p.VolumeID, p.ID, 0, refs); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(repo.PackPath(refs[0].PackID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := pack.NewReader(f, 1<<40, "p").ReadEntryHeader(refs[0].Offset)
+		f.Close()
+		if err != nil || e.Compression != want {
+			t.Errorf("compression %q: stored with id %d (%v), want %d", name, e.Compression, err, want)
+		}
+	}
+	img := make([]byte, 65536)
+	if _, err := c.Backup(ctx, BackupOptions{Machine: "m", Volume: "x", Source: bytes.NewReader(img), Size: 65536, Compression: "lz4"}); err == nil {
+		t.Error("a compression nobody knows was accepted")
 	}
 }

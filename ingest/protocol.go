@@ -68,6 +68,10 @@ type beginResponse struct {
 	// server does not know this spool).
 	AckedSeq uint64 `json:"acked_seq"`
 	NeedScan bool   `json:"need_scan"`
+	// Compression is how the server prefers blocks sent; Compressions all
+	// it accepts. A server that names none accepts none and zstd.
+	Compression  string   `json:"compression,omitempty"`
+	Compressions []string `json:"compressions,omitempty"`
 }
 
 type commitRequest struct {
@@ -187,12 +191,17 @@ type sentBlock struct {
 }
 
 func appendBlock(b []byte, s sentBlock) []byte {
+	return append(appendBlockHeader(b, s, len(s.Stored)), s.Stored...)
+}
+
+// appendBlockHeader appends the fixed part of a block whose stored bytes
+// (clen of them) follow.
+func appendBlockHeader(b []byte, s sentBlock, clen int) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(s.Blk))
 	b = append(b, s.Entry.Hash[:]...)
 	b = append(b, s.Entry.Compression)
 	b = binary.LittleEndian.AppendUint32(b, s.Entry.ULen)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(s.Stored)))
-	return append(b, s.Stored...)
+	return binary.LittleEndian.AppendUint32(b, uint32(clen))
 }
 
 // readBlock reads one block of a blocks request; io.EOF at a clean end.

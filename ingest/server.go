@@ -146,7 +146,7 @@ type session struct {
 
 	mu        sync.Mutex
 	dead      bool
-	expect    map[int64]pack.Hash // blocks asked for, not yet received
+	expect    map[int64]expected // blocks asked for, not yet received
 	ranges    map[int64]*blockRange
 	progress  int64 // every block below is recorded
 	flushed   int64 // the progress last made durable
@@ -157,6 +157,12 @@ type session struct {
 	applied   uint64           // stream: last journal record applied
 	ackedSeq  uint64           // stream: last journal record in a durable point
 	work      map[int64][]byte // stream: blocks changed since the last point
+}
+
+// expected is a block asked for: its hash, and the proof it was absent.
+type expected struct {
+	hash pack.Hash
+	abs  repository.Absence
 }
 
 type blockRange struct {
@@ -233,10 +239,11 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 	sess := &session{
 		id: hex.EncodeToString(idb), machine: m, volume: vol, point: p, seeded: seeded,
 		blockSize: vol.BlockSize, nblocks: (req.Size + vol.BlockSize - 1) / vol.BlockSize,
-		expect: map[int64]pack.Hash{}, ranges: map[int64]*blockRange{}, progress: p.Progress, flushed: p.Progress,
+		expect: map[int64]expected{}, ranges: map[int64]*blockRange{}, progress: p.Progress, flushed: p.Progress,
 		stream: req.Stream, epoch: req.Epoch, work: map[int64][]byte{},
 	}
-	resp := beginResponse{Session: sess.id, PointID: p.ID, BlockSize: vol.BlockSize, ResumeFrom: p.Progress, Resumed: resumed}
+	resp := beginResponse{Session: sess.id, PointID: p.ID, BlockSize: vol.BlockSize, ResumeFrom: p.Progress, Resumed: resumed,
+		Compression: pack.CompressionName(s.repo.Codec().Compression()), Compressions: pack.Compressions()}
 	if req.Stream {
 		if err := s.beginStream(ctx, sess, &resp); err != nil {
 			httpError(w, http.StatusInternalServerError, err.Error())
@@ -318,7 +325,7 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	var need []uint32
+	var need, ask []uint32
 	var rows []catalog.BlockWrite
 	for i, e := range o.Entries {
 		if (full && e.Blk != o.First+int64(i)) || (i > 0 && e.Blk <= o.Entries[i-1].Blk) {
@@ -334,22 +341,30 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 		case c.ID != 0 && c.Hash == e.Hash:
 			// unchanged
 		default:
-			has, err := s.store.Has(ctx, e.Hash)
-			if err != nil {
-				httpError(w, http.StatusInternalServerError, err.Error())
-				return
-			}
-			if has {
-				rows = append(rows, catalog.BlockWrite{Blk: e.Blk, Hash: e.Hash})
-			} else {
-				need = append(need, uint32(i))
-			}
+			ask = append(ask, uint32(i))
+		}
+	}
+	// Changed blocks: stored already (by any machine), or needed.
+	hashes := make([]pack.Hash, len(ask))
+	for j, i := range ask {
+		hashes[j] = o.Entries[i].Hash
+	}
+	has, abs, err := s.store.HasMany(ctx, hashes)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	for j, i := range ask {
+		if has[j] {
+			rows = append(rows, catalog.BlockWrite{Blk: o.Entries[i].Blk, Hash: o.Entries[i].Hash})
+		} else {
+			need = append(need, i)
 		}
 	}
 	sess.mu.Lock()
 	sess.rows = append(sess.rows, rows...)
 	for _, i := range need {
-		sess.expect[o.Entries[i].Blk] = o.Entries[i].Hash
+		sess.expect[o.Entries[i].Blk] = expected{o.Entries[i].Hash, abs}
 	}
 	if full && sess.volume.Kind != catalog.VolumeDir { // a dir volume's progress is always whole
 		sess.ranges[o.First] = &blockRange{end: o.End, outstanding: len(need)}
@@ -388,9 +403,9 @@ func (s *Server) blocks(w http.ResponseWriter, r *http.Request, sess *session) {
 			return
 		}
 		sess.mu.Lock()
-		want, ok := sess.expect[b.Blk]
+		exp, ok := sess.expect[b.Blk]
 		sess.mu.Unlock()
-		if !ok || want != b.Entry.Hash {
+		if !ok || exp.hash != b.Entry.Hash {
 			httpError(w, http.StatusBadRequest, fmt.Sprintf("blocks: block %d was not asked for with that hash", b.Blk))
 			return
 		}
@@ -405,7 +420,7 @@ func (s *Server) blocks(w http.ResponseWriter, r *http.Request, sess *session) {
 			httpError(w, http.StatusBadRequest, fmt.Sprintf("blocks: block %d has %d bytes, expected %d", b.Blk, len(plain), want))
 			return
 		}
-		if err := s.store.Put(ctx, b.Entry, b.Stored); err != nil {
+		if err := s.store.PutAbsent(ctx, b.Entry, b.Stored, exp.abs); err != nil {
 			slog.Error("storing a block failed", "err", err)
 			httpError(w, http.StatusInternalServerError, err.Error())
 			return

@@ -151,7 +151,8 @@ var ErrDirVolume = errors.New("a directory volume is not a disk image: restore i
 
 // RestoreOptions tune Restore.
 type RestoreOptions struct {
-	// Workers read and decompress blocks in parallel (default: CPUs).
+	// Workers read and decompress blocks in parallel (default: twice the
+	// CPUs, so a core is never idle while a worker waits on the disk).
 	Workers int
 	// SkipZeros leaves all-zero blocks unwritten, for a fresh sparse file.
 	SkipZeros bool
@@ -168,7 +169,7 @@ func (r *Repo) Restore(ctx context.Context, p catalog.Point, dst io.WriterAt, op
 	pr := r.OpenPoint(p)
 	workers := opt.Workers
 	if workers <= 0 {
-		workers = runtime.NumCPU()
+		workers = 2 * runtime.NumCPU()
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

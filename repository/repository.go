@@ -21,6 +21,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/rewind-cdp/rewind/catalog"
@@ -33,7 +34,7 @@ type Config struct {
 	Version          int       `json:"version"`
 	ID               string    `json:"id"`
 	Hash             string    `json:"hash"`
-	Compression      string    `json:"compression"`
+	Compression      string    `json:"compression"` // for blocks the server compresses, and offered to clients
 	ZstdLevel        int       `json:"zstd_level"`
 	PackSize         int64     `json:"pack_size"`
 	DefaultBlockSize int64     `json:"default_block_size"`
@@ -47,6 +48,10 @@ const (
 	DefaultBlockSize = 64 << 10
 	DefaultPackSize  = 32 << 20
 	DefaultZstdLevel = 1
+	// DefaultCompression is S2: on this machine's mixed disk blocks it
+	// compresses 3.7× and decodes 2.5× faster than zstd's fastest level,
+	// for a ratio of 0.48 against 0.41 (docs/design.md).
+	DefaultCompression = "s2"
 )
 
 // ErrNotRepository is returned when a directory is not a Rewind repository.
@@ -92,7 +97,7 @@ func Init(ctx context.Context, dir string) (*Repo, error) {
 	id := make([]byte, 16)
 	rand.Read(id)
 	cfg := Config{
-		Version: formatVersion, ID: hex.EncodeToString(id), Hash: "sha256", Compression: "zstd",
+		Version: formatVersion, ID: hex.EncodeToString(id), Hash: "sha256", Compression: DefaultCompression,
 		ZstdLevel: DefaultZstdLevel, PackSize: DefaultPackSize, DefaultBlockSize: DefaultBlockSize,
 		Created: time.Now().UTC(),
 	}
@@ -128,10 +133,11 @@ func Open(ctx context.Context, dir string) (*Repo, error) {
 	if cfg.Version != formatVersion {
 		return nil, fmt.Errorf("repository %s has format version %d; this rewind reads %d", dir, cfg.Version, formatVersion)
 	}
-	if cfg.Hash != "sha256" || cfg.Compression != "zstd" {
+	comp, err := pack.CompressionID(cfg.Compression)
+	if cfg.Hash != "sha256" || err != nil || comp == pack.CompressionNone {
 		return nil, fmt.Errorf("repository %s uses hash %q and compression %q, which this rewind does not know", dir, cfg.Hash, cfg.Compression)
 	}
-	codec, err := pack.NewCodec(cfg.ZstdLevel)
+	codec, err := pack.NewCodecFor(comp, cfg.ZstdLevel)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +180,10 @@ func (r *Repo) PackName(id int64) string {
 	return rel
 }
 
+// entryBufs holds buffers for the stored bytes of one entry while it is
+// decoded (Decode copies out of them).
+var entryBufs = sync.Pool{New: func() any { return new([]byte) }}
+
 // ReadChunk reads a chunk and returns its verified data, appended to
 // dst[:0]. Damage is an error naming the pack and offset, never wrong data.
 func (r *Repo) ReadChunk(ctx context.Context, c catalog.ChunkRef, dst []byte) ([]byte, error) {
@@ -181,7 +191,12 @@ func (r *Repo) ReadChunk(ctx context.Context, c catalog.ChunkRef, dst []byte) ([
 	if err != nil {
 		return nil, err
 	}
-	e, stored, err := pr.ReadEntry(c.Offset, c.CLen, nil)
+	bp := entryBufs.Get().(*[]byte)
+	defer entryBufs.Put(bp)
+	if need := (pack.Entry{CLen: c.CLen}).Len(); c.CLen <= pack.MaxBlock && int64(cap(*bp)) < need {
+		*bp = make([]byte, need)
+	}
+	e, stored, err := pr.ReadEntry(c.Offset, c.CLen, *bp)
 	if err != nil {
 		return nil, err
 	}

@@ -193,6 +193,67 @@ func TestOpenRefusesNonRepository(t *testing.T) {
 	}
 }
 
+// A block HasMany found absent may be stored by another session before it
+// arrives: PutAbsent must then not append it again, whether the other copy
+// is still pending or already indexed by a Commit; and HasMany answers from
+// both the pending set and the catalog.
+func TestPutAbsentNeverDuplicates(t *testing.T) {
+	ctx := context.Background()
+	r, err := Init(ctx, filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	st, err := r.NewStore(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := func(i byte) (pack.Entry, []byte) {
+		b := bytes.Repeat([]byte{i, 'x'}, 3000)
+		stored, comp := r.Codec().Compress(b, nil)
+		return pack.Entry{Compression: comp, HashAlgo: pack.HashSHA256, ULen: uint32(len(b)), Hash: pack.SumBlock(b)}, stored
+	}
+	e1, s1 := block(1)
+	e2, s2 := block(2)
+	e3, s3 := block(3)
+	has, abs, err := st.HasMany(ctx, []pack.Hash{e1.Hash, e2.Hash, e3.Hash})
+	if err != nil || has[0] || has[1] || has[2] {
+		t.Fatalf("HasMany on an empty store: %v %v", has, err)
+	}
+	// e1 arrives first from its own session: stored.
+	if err := st.PutAbsent(ctx, e1, s1, abs); err != nil {
+		t.Fatal(err)
+	}
+	// e2 is stored by another session and still pending.
+	if err := st.Put(ctx, e2, s2); err != nil {
+		t.Fatal(err)
+	}
+	size := st.cur.Size()
+	if err := st.PutAbsent(ctx, e2, s2, abs); err != nil {
+		t.Fatal(err)
+	}
+	if st.cur.Size() != size {
+		t.Fatal("PutAbsent appended a block that was pending")
+	}
+	// e3 is stored and indexed by another session's Commit.
+	if err := st.Put(ctx, e3, s3); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Commit(ctx, catalog.Batch{}); err != nil {
+		t.Fatal(err)
+	}
+	size = st.cur.Size()
+	if err := st.PutAbsent(ctx, e3, s3, abs); err != nil {
+		t.Fatal(err)
+	}
+	if st.cur.Size() != size {
+		t.Fatal("PutAbsent appended a block a Commit had indexed")
+	}
+	if has, _, err := st.HasMany(ctx, []pack.Hash{e1.Hash, e2.Hash, e3.Hash, {9}}); err != nil || !has[0] || !has[1] || !has[2] || has[3] {
+		t.Fatalf("HasMany after storing: %v %v", has, err)
+	}
+}
+
 // ReadAhead returns what PointReader returns, forward, backward and past
 // the end.
 func TestReadAheadMatchesPointReader(t *testing.T) {

@@ -24,6 +24,7 @@ type Store struct {
 	cur       *pack.Writer
 	curID     int64
 	pending   map[pack.Hash]catalog.NewChunk // appended, not yet indexed
+	indexed   uint64                         // how many Commits indexed chunks
 	unindexed []catalog.NewChunk
 	states    []catalog.PackState // pack states to record
 
@@ -56,6 +57,42 @@ func (s *Store) Has(ctx context.Context, h pack.Hash) (bool, error) {
 	return err == nil, err
 }
 
+// Absence proves a block was not stored at some moment: PutAbsent needs
+// not ask the catalog again unless a Commit indexed chunks since.
+type Absence struct{ indexed uint64 }
+
+// HasMany reports Has for each hash, asking the catalog once per 128. The
+// Absence it returns holds for every hash it reports absent.
+func (s *Store) HasMany(ctx context.Context, hashes []pack.Hash) ([]bool, Absence, error) {
+	out := make([]bool, len(hashes))
+	var ask [][32]byte
+	var at []int
+	s.mu.Lock()
+	// Read with the pending set: a chunk leaves it only after a Commit
+	// indexed it and counted that in s.indexed.
+	abs := Absence{s.indexed}
+	for i, h := range hashes {
+		if _, ok := s.pending[h]; ok {
+			out[i] = true
+		} else {
+			ask = append(ask, h)
+			at = append(at, i)
+		}
+	}
+	s.mu.Unlock()
+	if len(ask) == 0 {
+		return out, abs, nil
+	}
+	got, err := s.repo.Catalog.Indexed(ctx, ask)
+	if err != nil {
+		return nil, abs, err
+	}
+	for j, ok := range got {
+		out[at[j]] = ok
+	}
+	return out, abs, nil
+}
+
 // Put stores one block given in its stored form: stored holds e.ULen
 // bytes compressed with e.Compression, hashing to e.Hash. The caller has
 // verified the data (see pack.Codec.Decode). A block already stored is not
@@ -66,6 +103,23 @@ func (s *Store) Put(ctx context.Context, e pack.Entry, stored []byte) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.putLocked(ctx, e, stored)
+}
+
+// PutAbsent is Put of a block HasMany reported absent with abs: the
+// catalog is asked again only if a Commit indexed chunks since.
+func (s *Store) PutAbsent(ctx context.Context, e pack.Entry, stored []byte, abs Absence) error {
+	s.mu.Lock()
+	if s.indexed != abs.indexed {
+		s.mu.Unlock()
+		return s.Put(ctx, e, stored)
+	}
+	defer s.mu.Unlock()
+	return s.putLocked(ctx, e, stored)
+}
+
+// putLocked appends a block unless it is pending. Called with mu held.
+func (s *Store) putLocked(ctx context.Context, e pack.Entry, stored []byte) error {
 	if _, ok := s.pending[e.Hash]; ok {
 		return nil
 	}
@@ -141,6 +195,9 @@ func (s *Store) Commit(ctx context.Context, b catalog.Batch) error {
 		return err
 	}
 	s.mu.Lock()
+	if len(chunks) > 0 {
+		s.indexed++ // before they leave pending: see HasMany
+	}
 	for _, c := range chunks {
 		delete(s.pending, c.Hash)
 	}

@@ -65,7 +65,7 @@ func fileExists(p string) bool {
 
 func newBackupCmd() *cobra.Command {
 	var cf clientFlags
-	var machine, volume, label string
+	var machine, volume, label, compression string
 	var blockSize int64
 	var asJSON bool
 	var retryFor time.Duration
@@ -79,6 +79,10 @@ are compressed and sent. The first run sends everything, later runs only what
 changed; blocks any machine already stored are never sent again. The point is
 acknowledged only once it is durable on the server. A dropped connection or a
 server restart is retried for --retry-for, resuming where the server left off.
+
+Blocks travel compressed as the server prefers (S2 on new repositories: light
+on CPU). On a slow link, --compression zstd sends about 15 % fewer bytes for
+about 4× the client's compression CPU.
 
 Prints a summary; --json prints it as one JSON object with point {id, time},
 bytes_read, bytes_new (stored, compressed), bytes_sent and more.`,
@@ -98,6 +102,9 @@ bytes_read, bytes_new (stored, compressed), bytes_sent and more.`,
 					return usageError{err}
 				}
 			}
+			if compression != "" && compression != "s2" && compression != "zstd" && compression != "none" {
+				return usagef("--compression %q: use s2, zstd or none", compression)
+			}
 			client, err := cf.client()
 			if err != nil {
 				return err
@@ -110,7 +117,7 @@ bytes_read, bytes_new (stored, compressed), bytes_sent and more.`,
 			pg := newProgress(cmd.ErrOrStderr(), "backup", size)
 			res, err := client.Backup(cmd.Context(), ingest.BackupOptions{
 				Machine: machine, Volume: volume, Label: label, BlockSize: blockSize,
-				Source: src, Size: size, Progress: pg.Add, RetryFor: retryFor,
+				Source: src, Size: size, Progress: pg.Add, RetryFor: retryFor, Compression: compression,
 			})
 			pg.Done()
 			if err != nil {
@@ -132,6 +139,7 @@ bytes_read, bytes_new (stored, compressed), bytes_sent and more.`,
 	c.Flags().StringVar(&volume, "volume", "", "volume name, e.g. root or C")
 	c.Flags().StringVar(&label, "label", "", "label for the point")
 	c.Flags().Int64Var(&blockSize, "block-size", 0, "block size for a new volume, a power of two from 4096 to 1048576 (default 65536)")
+	c.Flags().StringVar(&compression, "compression", "", "how blocks travel: s2, zstd or none (default: the server's choice)")
 	c.Flags().DurationVar(&retryFor, "retry-for", 2*time.Minute, "how long to keep retrying after a dropped connection")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return c

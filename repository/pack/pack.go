@@ -13,6 +13,10 @@
 //	footer  "RWNDPEND" | entries u32 | index offset u64 |
 //	        crc32c(index) u32 | crc32c(footer fields) u32                 (28 bytes)
 //
+// Compression ids: 0 stored as is, 1 a zstd frame (no frame checksum), 2
+// one S2 block (klauspost/compress/s2, which starts with the uvarint of the
+// decoded length). The hash (id 1: SHA-256) is always of the plain data.
+//
 // A pack without a footer is "open": it is being written, or its writer
 // died. Every entry can still be found and verified by walking from the
 // header, so an open pack is recovered by truncating after its last good
@@ -50,7 +54,8 @@ var (
 // meaning once written.
 const (
 	CompressionNone uint8 = 0
-	CompressionZstd uint8 = 1
+	CompressionZstd uint8 = 1 // a zstd frame without its own checksum
+	CompressionS2   uint8 = 2 // one S2 block (klauspost/compress/s2), length-prefixed
 )
 
 // Hash algorithm ids, stored with every entry.

@@ -396,15 +396,17 @@ func printReport(w io.Writer, rep *report) {
 	if rw := findResult(rep, "rewind"); rw != nil {
 		fmt.Fprintf(w, "\nRatios, rewind / other (higher is better for MB/s, lower for bytes and RSS):\n")
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "vs\tfirst backup\tincremental\trepository bytes\trestore\t")
+		fmt.Fprintln(tw, "vs\tfirst backup\tincremental\trepository bytes\trestore\tfirst backup CPU s\trestore CPU s\t")
 		for _, r := range rep.Tools {
 			if r.Tool == "rewind" {
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", r.Tool, div(rw.First.MBps, r.First.MBps), div(rw.IncrMeanMBps, r.IncrMeanMBps),
-				div(float64(rw.RepoBytes), float64(r.RepoBytes)), div(rw.RestoreMBps, r.RestoreMBps))
+			fmt.Fprintf(tw, "%s\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", r.Tool, div(rw.First.MBps, r.First.MBps), div(rw.IncrMeanMBps, r.IncrMeanMBps),
+				div(float64(rw.RepoBytes), float64(r.RepoBytes)), div(rw.RestoreMBps, r.RestoreMBps),
+				div(rw.First.CPUSeconds, r.First.CPUSeconds), div(rw.RestoreCPU, r.RestoreCPU))
 		}
 		tw.Flush()
+		fmt.Fprintf(w, "  (CPU s depend much less on other load than MB/s: on a shared machine compare those.)\n")
 	}
 	if in := rep.Ingest; in != nil {
 		fmt.Fprintf(w, "\nIngest: %s (%s text-like, %s random, %s zeros) to a fresh rewind server: %.1f MB/s, stored %s new;\n",
