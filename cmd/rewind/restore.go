@@ -63,7 +63,7 @@ it (entries of the volume replace what is there; other files stay).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			if (to == "") == (toDir == "") {
-				return usagef("give --to (an image file or a block device) or --to-dir (a directory, for a directory volume)")
+				return usagef("--to is required (an image file or a block device), or --to-dir DIR for a directory volume; not both")
 			}
 			repo, vol, p, err := openPointAt(ctx, dir, machine, volume, at)
 			if err != nil {

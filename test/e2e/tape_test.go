@@ -91,9 +91,9 @@ func TestTapeDisasterRecovery(t *testing.T) {
 	}
 	st, _ := f.Stat()
 	b := make([]byte, 1)
-	f.ReadAt(b, st.Size()/2)
+	f.ReadAt(b, st.Size()/2+1000) // inside a record's payload
 	b[0] ^= 0xff
-	f.WriteAt(b, st.Size()/2)
+	f.WriteAt(b, st.Size()/2+1000)
 	f.Close()
 	r = h.Run(t, nil, "tape", "restore", "--device", tapes, "--repo", filepath.Join(dir, "again"))
 	if r.Code != 1 || !strings.Contains(r.Stderr, "tape 2") || !strings.Contains(r.Stderr, "CRC") {
