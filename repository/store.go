@@ -27,9 +27,11 @@ type Store struct {
 	indexed   uint64                         // how many Commits indexed chunks
 	unindexed []catalog.NewChunk
 	states    []catalog.PackState // pack states to record
+	sealing   int                 // full packs being sealed outside mu
+	sealed    *sync.Cond          // on mu: signalled when a seal ends
+	err       error               // a failed sync or seal: the store acknowledges nothing more
 
 	commitMu sync.Mutex // serialises Commit: sync, index, apply
-	err      error      // a failed sync: the store acknowledges nothing more
 }
 
 // NewStore recovers packs left open by a crash (see Recover) and returns a
@@ -38,7 +40,9 @@ func (r *Repo) NewStore(ctx context.Context) (*Store, error) {
 	if err := r.recoverOpenPacks(ctx); err != nil {
 		return nil, err
 	}
-	return &Store{repo: r, pending: map[pack.Hash]catalog.NewChunk{}}, nil
+	s := &Store{repo: r, pending: map[pack.Hash]catalog.NewChunk{}}
+	s.sealed = sync.NewCond(&s.mu)
+	return s, nil
 }
 
 // Has reports whether a block with this hash is stored (durable or about
@@ -102,8 +106,9 @@ func (s *Store) Put(ctx context.Context, e pack.Entry, stored []byte) error {
 		return err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.putLocked(ctx, e, stored)
+	full, err := s.putLocked(ctx, e, stored)
+	s.mu.Unlock()
+	return s.seal(full, err)
 }
 
 // PutAbsent is Put of a block HasMany reported absent with abs: the
@@ -114,45 +119,77 @@ func (s *Store) PutAbsent(ctx context.Context, e pack.Entry, stored []byte, abs 
 		s.mu.Unlock()
 		return s.Put(ctx, e, stored)
 	}
-	defer s.mu.Unlock()
-	return s.putLocked(ctx, e, stored)
+	full, err := s.putLocked(ctx, e, stored)
+	s.mu.Unlock()
+	return s.seal(full, err)
 }
 
-// putLocked appends a block unless it is pending. Called with mu held.
-func (s *Store) putLocked(ctx context.Context, e pack.Entry, stored []byte) error {
+// fullPack is a pack that reached its size, to be sealed.
+type fullPack struct {
+	w  *pack.Writer
+	id int64
+}
+
+// seal seals a full pack put left behind, outside mu: other blocks go on
+// into the next pack while it is synced and read back. A Commit waits for
+// every seal under way before it indexes anything (see Commit).
+func (s *Store) seal(full *fullPack, err error) error {
+	if full == nil {
+		return err
+	}
+	serr := full.w.Seal()
+	s.mu.Lock()
+	if serr != nil {
+		if s.err == nil {
+			s.err = serr // its chunks can never be acknowledged
+		}
+	} else {
+		s.states = append(s.states, catalog.PackState{ID: full.id, State: catalog.PackSealed, Size: full.w.Size()})
+	}
+	s.sealing--
+	s.sealed.Broadcast()
+	s.mu.Unlock()
+	return errors.Join(err, serr)
+}
+
+// putLocked appends a block unless it is pending. Called with mu held; a
+// pack it filled is returned for sealing once mu is released.
+func (s *Store) putLocked(ctx context.Context, e pack.Entry, stored []byte) (*fullPack, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
 	if _, ok := s.pending[e.Hash]; ok {
-		return nil
+		return nil, nil
 	}
 	if s.cur == nil {
 		id, err := s.repo.Catalog.CreatePack(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		path := s.repo.PackPath(id)
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return fmt.Errorf("create pack directory: %w", err)
+			return nil, fmt.Errorf("create pack directory: %w", err)
 		}
 		w, err := pack.Create(path, uint64(id))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		s.cur, s.curID = w, id
 	}
 	e, err := s.cur.Append(e, stored)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c := catalog.NewChunk{Hash: e.Hash, PackID: s.curID, Offset: e.Offset, CLen: e.CLen, ULen: e.ULen}
 	s.pending[e.Hash] = c
 	s.unindexed = append(s.unindexed, c)
 	if s.cur.Size() >= s.repo.Config.PackSize {
-		if err := s.cur.Seal(); err != nil {
-			return err
-		}
-		s.states = append(s.states, catalog.PackState{ID: s.curID, State: catalog.PackSealed, Size: s.cur.Size()})
+		full := &fullPack{s.cur, s.curID}
 		s.cur = nil
+		s.sealing++
+		return full, nil
 	}
-	return nil
+	return nil, nil
 }
 
 // Commit makes every block put so far durable, indexes it, and applies b
@@ -163,6 +200,10 @@ func (s *Store) Commit(ctx context.Context, b catalog.Batch) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	s.mu.Lock()
+	// Chunks of a pack being sealed are durable only once its seal ends.
+	for s.sealing > 0 {
+		s.sealed.Wait()
+	}
 	if s.err != nil {
 		s.mu.Unlock()
 		return s.err
