@@ -13,7 +13,7 @@ import (
 func TestMigrate1to2(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "catalog.db")
-	old, err := sql.Open("sqlite3", dsn(path, false))
+	old, err := sql.Open(driverName, dsn(path, false))
 	if err != nil {
 		t.Fatal(err)
 	}
