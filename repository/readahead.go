@@ -22,6 +22,7 @@ type ReadAhead struct {
 	mu      sync.Mutex
 	pending map[int64]*aheadBlock
 	next    int64 // first block not yet scheduled
+	free    [][]byte // buffers of blocks the consumer has moved past
 }
 
 type aheadBlock struct {
@@ -50,6 +51,10 @@ func (ra *ReadAhead) schedule(blk int64) *aheadBlock {
 	}
 	b := &aheadBlock{done: make(chan struct{})}
 	ra.pending[blk] = b
+	var buf []byte
+	if n := len(ra.free); n > 0 {
+		buf, ra.free = ra.free[n-1], ra.free[:n-1]
+	}
 	go func() {
 		defer close(b.done)
 		select {
@@ -58,7 +63,9 @@ func (ra *ReadAhead) schedule(blk int64) *aheadBlock {
 			b.err = ra.ctx.Err()
 			return
 		}
-		b.data, b.err = ra.pr.ReadBlock(ra.ctx, blk, nil)
+		// Decoding into a recycled buffer saves a fresh allocation (and
+		// its page faults) per block.
+		b.data, b.err = ra.pr.ReadBlock(ra.ctx, blk, buf)
 		<-ra.workers
 	}()
 	return b
@@ -68,9 +75,16 @@ func (ra *ReadAhead) schedule(blk int64) *aheadBlock {
 func (ra *ReadAhead) block(ctx context.Context, blk int64) ([]byte, error) {
 	ra.mu.Lock()
 	b := ra.schedule(blk)
-	for k := range ra.pending {
-		if k < blk {
-			delete(ra.pending, k) // the consumer has moved past it
+	for k, old := range ra.pending {
+		if k < blk { // the consumer has moved past it
+			delete(ra.pending, k)
+			select {
+			case <-old.done:
+				if old.data != nil && len(ra.free) < int(ra.window) {
+					ra.free = append(ra.free, old.data[:0])
+				}
+			default: // still being read: its buffer goes with it
+			}
 		}
 	}
 	if ra.next <= blk {

@@ -95,7 +95,8 @@ func newExportCmd() *cobra.Command {
 hypervisor can attach or import. Every block is checked against its content
 hash as it is read: damage stops the export with an error naming the pack,
 never with wrong data. All-zero blocks take no space in the sparse formats.
-A file is written beside itself and renamed into place only when complete;
+A file is written beside itself and renamed into place only when complete
+(run sync before power-cycling if it must be on stable storage);
 --out - writes to stdout (formats marked [stdout ok] only).
 
 Formats:
@@ -203,10 +204,9 @@ func exportPoint(ctx context.Context, repo *repository.Repo, p catalog.Point, f 
 	if err != nil {
 		return 0, fmt.Errorf("create %s: %w", tmp, err)
 	}
+	// Like restore to a file, the export is not synced: run sync before
+	// power-cycling if it must be on stable storage.
 	n, err := f.write(ctx, file, src, p.Size, opt)
-	if err == nil {
-		err = file.Sync()
-	}
 	if cerr := file.Close(); err == nil {
 		err = cerr
 	}
