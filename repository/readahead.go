@@ -21,7 +21,7 @@ type ReadAhead struct {
 
 	mu      sync.Mutex
 	pending map[int64]*aheadBlock
-	next    int64 // first block not yet scheduled
+	next    int64    // first block not yet scheduled
 	free    [][]byte // buffers of blocks the consumer has moved past
 }
 
