@@ -111,19 +111,9 @@ func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error
 	if err != nil || size == 0 {
 		return fmt.Errorf("size of %s: %d bytes, %v", cfg.Source, size, err)
 	}
-	if err := os.MkdirAll(cfg.Spool, 0o700); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	st, existed, err := readState(cfg.Spool)
+	st, _, rescan, err := beginRun(cfg, "the volume will be re-scanned against the server")
 	if err != nil {
 		return err
-	}
-	rescan := existed && !st.Clean
-	if !existed {
-		st.Epoch = randomEpoch()
-	}
-	if rescan {
-		slog.Warn("the agent did not stop cleanly last time: the volume will be re-scanned against the server to close any gap", "volume", cfg.Volume)
 	}
 	st.Clean = false
 	if err := writeState(cfg.Spool, st); err != nil {
@@ -200,6 +190,35 @@ func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error
 	sh2.drain(10 * time.Second)
 	stopShip()
 	<-shipped
+	return endRun(cfg, sp, j, status, errs, false)
+}
+
+// beginRun prepares the spool directory and reads the agent's state: a new
+// epoch on the first run, and whether the last run stopped uncleanly (then
+// the volume is compared with the server; what says so in the log).
+func beginRun(cfg Config, what string) (st state, existed, rescan bool, err error) {
+	if err := os.MkdirAll(cfg.Spool, 0o700); err != nil {
+		return st, false, false, fmt.Errorf("spool: %w", err)
+	}
+	st, existed, err = readState(cfg.Spool)
+	if err != nil {
+		return st, false, false, err
+	}
+	if !existed {
+		st.Epoch = randomEpoch()
+	}
+	rescan = existed && !st.Clean
+	if rescan {
+		slog.Warn("the agent did not stop cleanly last time: "+what+" to close any gap", "volume", cfg.Volume)
+	}
+	return st, existed, rescan, nil
+}
+
+// endRun ends a run after its shipper stopped: the spool is emptied when
+// the server has everything, then closed, and the state is marked clean
+// when nothing was lost (or cleanAnyway: the run ended for a reason that
+// loses nothing). errs are the stop's errors so far.
+func endRun(cfg Config, sp *spool.Spool, j *journal, status *status, errs []error, cleanAnyway bool) error {
 	if status.acked()+1 >= sp.Next() && !j.overflowed() {
 		// Everything is on the server: start the next run with an empty spool.
 		if err := sp.Reset(); err != nil {
@@ -209,7 +228,7 @@ func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error
 	if err := sp.Close(); err != nil {
 		errs = append(errs, err)
 	}
-	if j.err == nil && len(errs) == 0 {
+	if j.err == nil && (len(errs) == 0 || cleanAnyway) {
 		cur, _, err := readState(cfg.Spool) // the shipper may have renewed the epoch
 		if err == nil {
 			cur.Clean = !j.overflowed() // a dirty bitmap is not kept across runs: rescan next time

@@ -59,19 +59,9 @@ func RunDir(ctx context.Context, cfg Config, ready func()) (err error) {
 		return fmt.Errorf("the mount point %s and the data directory %s must not contain each other", mnt, data)
 	}
 	cfg.Source, cfg.Mount = data, mnt
-	if err := os.MkdirAll(cfg.Spool, 0o700); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	st, existed, err := readState(cfg.Spool)
+	st, _, rescan, err := beginRun(cfg, "every file will be compared with the server")
 	if err != nil {
 		return err
-	}
-	rescan := existed && !st.Clean
-	if !existed {
-		st.Epoch = randomEpoch()
-	}
-	if rescan {
-		slog.Warn("the agent did not stop cleanly last time: every file will be compared with the server to close any gap", "volume", cfg.Volume)
 	}
 	st.Clean = false
 	if err := writeState(cfg.Spool, st); err != nil {
@@ -171,26 +161,7 @@ func RunDir(ctx context.Context, cfg Config, ready func()) (err error) {
 	if err := d.SaveLocal(localPath, true); err != nil {
 		errs = append(errs, err)
 	}
-	if status.acked()+1 >= sp.Next() && !j.overflowed() {
-		if err := sp.Reset(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := sp.Close(); err != nil {
-		errs = append(errs, err)
-	}
-	if j.err == nil && len(errs) == 0 {
-		cur, _, err := readState(cfg.Spool)
-		if err == nil {
-			cur.Clean = !j.overflowed()
-			err = writeState(cfg.Spool, cur)
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	status.stopped()
-	return errors.Join(errs...)
+	return endRun(cfg, sp, j, status, errs, false)
 }
 
 // unmountDir unmounts the shim, waiting up to 10 s for files under it to

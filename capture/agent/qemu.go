@@ -71,19 +71,9 @@ func RunQemu(ctx context.Context, cfg Config, q QemuConfig, ready func(target st
 	if cfg.CutAfter == 0 {
 		cfg.CutAfter = 500 * time.Millisecond
 	}
-	if err := os.MkdirAll(cfg.Spool, 0o700); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	st, existed, err := readState(cfg.Spool)
+	st, existed, rescan, err := beginRun(cfg, "the volume will be re-scanned against the server")
 	if err != nil {
 		return err
-	}
-	rescan := existed && !st.Clean
-	if !existed {
-		st.Epoch = randomEpoch()
-	}
-	if rescan {
-		slog.Warn("the agent did not stop cleanly last time: the volume will be re-scanned against the server to close any gap", "volume", cfg.Volume)
 	}
 
 	conn, err := qmp.Dial(ctx, q.QMP)
@@ -248,26 +238,8 @@ func RunQemu(ctx context.Context, cfg Config, q QemuConfig, ready func(target st
 	<-shipped
 	stopSrv()
 	<-served
-	if status.acked()+1 >= sp.Next() && !j.overflowed() {
-		if err := sp.Reset(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := sp.Close(); err != nil {
-		errs = append(errs, err)
-	}
-	if j.err == nil && len(errs) == 0 || runErr == errQemuGone && j.err == nil {
-		cur, _, err := readState(cfg.Spool)
-		if err == nil {
-			cur.Clean = !j.overflowed()
-			err = writeState(cfg.Spool, cur)
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	status.stopped()
-	return errors.Join(errs...)
+	// A VM that stopped ends the run without losing anything.
+	return endRun(cfg, sp, j, status, errs, runErr == errQemuGone)
 }
 
 var errQemuGone = errors.New("QEMU closed its QMP connection (the VM stopped)")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 
@@ -12,33 +11,22 @@ import (
 )
 
 // openInPlace opens a target that already holds a state of the volume for
-// an in-place rollback: a block device at least as large as the volume,
-// or, with force, a regular file of exactly the volume's size. It returns
-// nil when the target is anything else (a new file, a file of another
-// size): then the restore writes everything.
+// an in-place rollback: a block device (restore sends devices of another
+// size to restoreDissimilar first), or, with force, a regular file of
+// exactly the volume's size. It returns nil when the target is anything
+// else (a new file, a file of another size): then the restore writes
+// everything.
 func openInPlace(path string, size int64, force bool) (*os.File, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, nil
 	}
-	isDev := st.Mode()&fs.ModeDevice != 0
-	if !isDev && !(st.Mode().IsRegular() && force && st.Size() == size) {
+	if st.Mode()&fs.ModeDevice == 0 && !(st.Mode().IsRegular() && force && st.Size() == size) {
 		return nil, nil
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open target %s: %w", path, err)
-	}
-	if isDev {
-		dsize, err := f.Seek(0, io.SeekEnd)
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("size of target device %s: %w", path, err)
-		}
-		if dsize < size {
-			f.Close()
-			return nil, fmt.Errorf("target device %s holds %s, the volume needs %s", path, humanBytes(dsize), humanBytes(size))
-		}
 	}
 	return f, nil
 }
