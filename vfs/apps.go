@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -57,24 +58,28 @@ type AppSource struct {
 }
 
 // AppDatabase is an opened database: a read-only tree of directories and
-// generated files. Its methods may be called concurrently.
+// generated files. Its methods may be called concurrently. The tree keeps
+// a bounded number of databases open and opens one again when needed, so
+// names and contents must not depend on anything but the file.
 type AppDatabase interface {
 	// Name is the directory name the database wants (the tree makes it
 	// safe and unique).
 	Name() string
-	// ReadDir lists a directory of the database ("" is its top).
+	// ReadDir lists a directory of the database ("" is its top; deeper
+	// directories are slash-separated paths of entry names).
 	ReadDir(ctx context.Context, dir string) ([]AppEntry, error)
+	// WriteFile writes the whole content of the file at a path ReadDir
+	// listed. It is called again when the cached copy was dropped and
+	// must write the same bytes every time. An error makes reads of the
+	// file fail with EIO.
+	WriteFile(ctx context.Context, name string, w io.Writer) error
 }
 
 // AppEntry is one file or directory of an AppDatabase.
 type AppEntry struct {
 	Name  string
 	Dir   bool
-	Mtime time.Time // zero: the file's or the point's time
-	// Write writes a file's whole content. It is called again when the
-	// cached copy was dropped and must write the same bytes every time. An
-	// error makes reads of the file fail with EIO.
-	Write func(ctx context.Context, w io.Writer) error
+	Mtime time.Time // zero: the database file's time
 }
 
 // DefaultApps are the application views a tree shows when Options.Apps is
@@ -88,6 +93,7 @@ const (
 	maxAppWalkEntries = 500_000 // directory entries visited per point
 	maxAppWalkDepth   = 64
 	maxAppProbes      = 4096 // candidate files opened to check a signature
+	maxOpenAppDBs     = 16   // databases kept open (catalogs, page caches)
 )
 
 // appSkipDirs are directories that hold no databases but very many files
@@ -112,6 +118,8 @@ type appTree struct {
 
 	mu    sync.Mutex
 	scans map[int64]*appScan // by point id: points never change
+	open  []*appDB           // open databases, least recently used first
+	max   int                // maxOpenAppDBs (tests lower it)
 }
 
 func newAppTree(opt Options) *appTree {
@@ -119,7 +127,7 @@ func newAppTree(opt Options) *appTree {
 	if provs == nil {
 		provs = DefaultApps()
 	}
-	return &appTree{provs: provs, cache: newGenCache(opt.AppCacheDir, opt.AppCacheSize), scans: map[int64]*appScan{}}
+	return &appTree{provs: provs, cache: newGenCache(opt.AppCacheDir, opt.AppCacheSize), scans: map[int64]*appScan{}, max: maxOpenAppDBs}
 }
 
 func (a *appTree) close() error { return a.cache.close() }
@@ -149,9 +157,8 @@ type appNode struct {
 	err  error
 
 	// kAppDir, kAppFile
-	db    *appDB
-	rel   string   // path inside the database ("" is its top)
-	entry AppEntry // kAppFile
+	db  *appDB
+	rel string // path inside the database ("" is its top)
 }
 
 type appTop struct {
@@ -161,10 +168,46 @@ type appTop struct {
 	e    AppEntry
 }
 
+// appDB is a database file a view found. It is opened when needed and
+// closed (dropped) when more than maxOpenAppDBs are open.
 type appDB struct {
-	src appFound
-	db  AppDatabase
-	err error
+	view *node // the kApp node
+	prov AppProvider
+	src  appFound
+	name string // its directory name, once known
+
+	mu  sync.Mutex
+	db  AppDatabase // nil when not open
+	err error       // why it cannot be opened (for good: points never change)
+}
+
+// get returns the open database, opening it again if it was dropped.
+func (f *FS) appDBGet(ctx context.Context, a *appDB) (AppDatabase, error) {
+	a.mu.Lock()
+	db, err := a.db, a.err
+	if db == nil && err == nil {
+		db, err = f.openAppDB(context.WithoutCancel(ctx), a)
+		a.db, a.err = db, err
+	}
+	a.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	t := f.apps
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if i := slices.Index(t.open, a); i >= 0 {
+		t.open = slices.Delete(t.open, i, i+1)
+	}
+	t.open = append(t.open, a)
+	for len(t.open) > t.max {
+		old := t.open[0]
+		t.open = t.open[1:]
+		old.mu.Lock()
+		old.db = nil // calls under way keep their reference
+		old.mu.Unlock()
+	}
+	return db, nil
 }
 
 // scan walks a point's file systems once and returns the files each
@@ -340,15 +383,18 @@ func (f *FS) appTops(ctx context.Context, d *node) ([]appTop, error) {
 		}
 		used := map[string]bool{}
 		for _, fd := range found {
-			db := f.openAppDB(ctx, d, pr, fd)
-			if !merge || db.err != nil {
-				an.tops = append(an.tops, appTop{name: uniqueName(used, f.appDBName(db)), db: db, e: AppEntry{Name: "", Dir: true}})
+			db := &appDB{view: d, prov: pr, src: fd}
+			x, err := f.appDBGet(ctx, db)
+			if !merge || err != nil {
+				an.tops = append(an.tops, appTop{name: uniqueName(used, appDBName(db, x)), db: db, e: AppEntry{Dir: true}})
 				continue
 			}
-			es, err := db.db.ReadDir(ctx, "")
+			es, err := x.ReadDir(ctx, "")
 			if err != nil {
+				db.mu.Lock()
 				db.err = err
-				an.tops = append(an.tops, appTop{name: uniqueName(used, f.appDBName(db)), db: db, e: AppEntry{Dir: true}})
+				db.mu.Unlock()
+				an.tops = append(an.tops, appTop{name: uniqueName(used, appDBName(db, x)), db: db, e: AppEntry{Dir: true}})
 				continue
 			}
 			for _, e := range es {
@@ -361,13 +407,13 @@ func (f *FS) appTops(ctx context.Context, d *node) ([]appTop, error) {
 
 // appDBName is the directory name of a database: the name it reports, or
 // the file's base name without extension when it could not be opened.
-func (f *FS) appDBName(db *appDB) string {
+func appDBName(a *appDB, db AppDatabase) string {
 	name := ""
-	if db.db != nil {
-		name = db.db.Name()
+	if db != nil {
+		name = db.Name()
 	}
 	if name == "" {
-		name = strings.TrimSuffix(path.Base(db.src.path), path.Ext(db.src.path))
+		name = strings.TrimSuffix(path.Base(a.src.path), path.Ext(a.src.path))
 	}
 	return name
 }
@@ -387,43 +433,38 @@ func uniqueName(used map[string]bool, name string) string {
 	return cand
 }
 
-func (f *FS) openAppDB(ctx context.Context, d *node, pr AppProvider, fd appFound) (db *appDB) {
-	db = &appDB{src: fd}
+// openAppDB opens a found database file with its provider.
+func (f *FS) openAppDB(ctx context.Context, a *appDB) (db AppDatabase, err error) {
+	d, fd, pr := a.view, a.src, a.prov
 	where := []any{"machine", d.machine, "volume", d.vol.Name, "point", d.pname, "path", fd.path, "view", pr.Dir()}
 	defer func() {
 		if r := recover(); r != nil {
-			db.db, db.err = nil, fmt.Errorf("%s: reader failed: %v: %w", fd.path, r, errAppDamaged)
+			db, err = nil, fmt.Errorf("%s: reader failed: %v: %w", fd.path, r, errAppDamaged)
 		}
-		if db.err != nil {
-			f.log.Warn("application views: cannot read a database", append(where, "err", db.err)...)
+		if err != nil {
+			f.log.Warn("application views: cannot read a database", append(where, "err", err)...)
 		}
 	}()
 	ps, err := f.pointState(ctx, d)
 	if err != nil {
-		db.err = err
-		return db
+		return nil, err
 	}
 	vols, err := f.volumesIn(ctx, ps)
 	if err != nil {
-		db.err = err
-		return db
+		return nil, err
 	}
 	if fd.part >= len(vols) || vols[fd.part].fs == nil {
-		db.err = fmt.Errorf("%s: partition %d: %w", fd.path, fd.part, errAppDamaged)
-		return db
+		return nil, fmt.Errorf("%s: partition %d: %w", fd.path, fd.part, errAppDamaged)
 	}
 	fl, err := vols[fd.part].fs.Open(ctx, fd.path)
 	if err != nil {
-		db.err = err
-		return db
+		return nil, err
 	}
 	x, err := pr.Open(ctx, AppSource{Path: fd.path, Volume: fd.vname, R: fl, Size: fl.Size(), Mtime: fd.mtime, Log: f.log.With(where...)})
 	if err != nil {
-		db.err = fmt.Errorf("%s: %w", fd.path, err)
-		return db
+		return nil, fmt.Errorf("%s: %w", fd.path, err)
 	}
-	db.db = &safeDB{x}
-	return db
+	return &safeDB{x}, nil
 }
 
 // errAppDamaged marks database content that could not be read (EIO).
@@ -438,20 +479,16 @@ func (s *safeDB) ReadDir(ctx context.Context, dir string) (es []AppEntry, err er
 			es, err = nil, fmt.Errorf("listing %q: reader failed: %v: %w", dir, r, errAppDamaged)
 		}
 	}()
-	es, err = s.AppDatabase.ReadDir(ctx, dir)
-	for i := range es {
-		if w := es[i].Write; w != nil {
-			es[i].Write = func(ctx context.Context, out io.Writer) (err error) {
-				defer func() {
-					if r := recover(); r != nil {
-						err = fmt.Errorf("reader failed: %v: %w", r, errAppDamaged)
-					}
-				}()
-				return w(ctx, out)
-			}
+	return s.AppDatabase.ReadDir(ctx, dir)
+}
+
+func (s *safeDB) WriteFile(ctx context.Context, name string, w io.Writer) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: reader failed: %v: %w", name, r, errAppDamaged)
 		}
-	}
-	return es, err
+	}()
+	return s.AppDatabase.WriteFile(ctx, name, w)
 }
 
 // appChild interns the node of an entry below an application directory.
@@ -474,7 +511,7 @@ func (f *FS) appChild(d *node, name string, db *appDB, rel string, e AppEntry) *
 			a = Attr{Mode: 0o444, Nlink: 1, UID: f.opt.UID, GID: f.opt.GID, Mtime: t, Atime: t, Ctime: t, Immutable: true, Size: -1}
 		}
 		return &node{kind: k, parent: d.ino, name: name, machine: d.machine, vol: d.vol, point: d.point, pname: d.pname, part: -1,
-			app: &appNode{prov: d.app.prov, db: db, rel: rel, entry: e}, attr: a}
+			app: &appNode{prov: d.app.prov, db: db, rel: rel}, attr: a}
 	})
 }
 
@@ -504,10 +541,11 @@ func (f *FS) appList(ctx context.Context, d *node) ([]*node, error) {
 		}
 	case kAppDir:
 		an := d.app
-		if an.db.err != nil {
-			return nil, an.db.err
+		db, err := f.appDBGet(ctx, an.db)
+		if err != nil {
+			return nil, err
 		}
-		es, err := an.db.db.ReadDir(context.WithoutCancel(ctx), an.rel)
+		es, err := db.ReadDir(context.WithoutCancel(ctx), an.rel)
 		if err != nil {
 			f.log.Warn("application views: cannot list a database directory", "path", f.pathOf(d), "err", err)
 			return nil, err
@@ -596,12 +634,12 @@ func (f *FS) appFileAttr(ctx context.Context, n *node) (Attr, error) {
 }
 
 func (f *FS) appWriter(n *node) func(context.Context, io.Writer) error {
-	e := n.app.entry
 	return func(ctx context.Context, w io.Writer) error {
-		if e.Write == nil {
-			return fmt.Errorf("%s: no content: %w", f.pathOf(n), errAppDamaged)
+		db, err := f.appDBGet(ctx, n.app.db)
+		if err != nil {
+			return err
 		}
-		return e.Write(ctx, w)
+		return db.WriteFile(ctx, n.app.rel, w)
 	}
 }
 

@@ -92,7 +92,7 @@ func (e *eseDB) ReadDir(ctx context.Context, dir string) ([]AppEntry, error) {
 	}
 	var out []AppEntry
 	for _, t := range e.db.Tables() {
-		out = append(out, AppEntry{Name: t.Name + ".jsonl", Write: e.writer(t)})
+		out = append(out, AppEntry{Name: t.Name + ".jsonl"})
 	}
 	return out, nil
 }
@@ -101,22 +101,24 @@ func (e *eseDB) ReadDir(ctx context.Context, dir string) ([]AppEntry, error) {
 // the view shows only whole tables.
 var errESEUnreadable = fmt.Errorf("table has undecodable values (rewind ese export --at ... --path ... writes them as null): %w", errAppDamaged)
 
-func (e *eseDB) writer(t *ese.Table) func(context.Context, io.Writer) error {
-	return func(ctx context.Context, w io.Writer) error {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		var fails []error
-		err := eseexport.Table(ctx, w, t, "jsonl", func(row int, col string, err error) {
-			if len(fails) < 10 {
-				fails = append(fails, fmt.Errorf("row %d column %s: %w", row, col, err))
-			}
-		})
-		if err != nil {
-			return fmt.Errorf("%s: %w", e.src.Path, err)
-		}
-		if len(fails) > 0 {
-			return fmt.Errorf("%s: table %s: %w: %w", e.src.Path, t.Name, errESEUnreadable, errors.Join(fails...))
-		}
-		return nil
+func (e *eseDB) WriteFile(ctx context.Context, name string, w io.Writer) error {
+	t, err := e.db.Table(strings.TrimSuffix(name, ".jsonl"))
+	if err != nil || !strings.HasSuffix(name, ".jsonl") {
+		return fmt.Errorf("%s: %w", name, ErrNotExist)
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var fails []error
+	err = eseexport.Table(ctx, w, t, "jsonl", func(row int, col string, err error) {
+		if len(fails) < 10 {
+			fails = append(fails, fmt.Errorf("row %d column %s: %w", row, col, err))
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", e.src.Path, err)
+	}
+	if len(fails) > 0 {
+		return fmt.Errorf("%s: table %s: %w: %w", e.src.Path, t.Name, errESEUnreadable, errors.Join(fails...))
+	}
+	return nil
 }

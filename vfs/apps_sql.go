@@ -47,13 +47,30 @@ func (SQLApp) Open(ctx context.Context, src AppSource) (AppDatabase, error) {
 	for _, e := range db.CatalogErrors() {
 		src.Log.Warn("sql view: damaged system catalog, some tables may be missing", "err", e)
 	}
-	return &sqlDB{db: db, src: src}, nil
+	s := &sqlDB{db: db, src: src, files: map[string]sqlFile{}}
+	for _, t := range db.Tables() {
+		for _, format := range []string{"csv", "jsonl"} {
+			name := t.Schema + "." + t.Name + export.Ext(format)
+			if _, dup := s.files[name]; !dup {
+				s.names = append(s.names, name)
+				s.files[name] = sqlFile{t, format}
+			}
+		}
+	}
+	return s, nil
 }
 
 type sqlDB struct {
-	db  *mdf.Database
-	src AppSource
-	mu  sync.Mutex // one table read at a time per file
+	db    *mdf.Database
+	src   AppSource
+	names []string
+	files map[string]sqlFile
+	mu    sync.Mutex // one table read at a time per file
+}
+
+type sqlFile struct {
+	t      *mdf.Table
+	format string
 }
 
 // Name is the database name from the boot page; an attached database
@@ -71,11 +88,9 @@ func (s *sqlDB) ReadDir(ctx context.Context, dir string) ([]AppEntry, error) {
 	if dir != "" {
 		return nil, fmt.Errorf("%s: %w", dir, ErrNotExist)
 	}
-	var out []AppEntry
-	for _, t := range s.db.Tables() {
-		for _, format := range []string{"csv", "jsonl"} {
-			out = append(out, AppEntry{Name: t.Schema + "." + t.Name + export.Ext(format), Write: s.writer(t, format)})
-		}
+	out := make([]AppEntry, 0, len(s.names))
+	for _, n := range s.names {
+		out = append(out, AppEntry{Name: n})
 	}
 	return out, nil
 }
@@ -84,33 +99,36 @@ func (s *sqlDB) ReadDir(ctx context.Context, dir string) ([]AppEntry, error) {
 // whole tables (`rewind sql export` gives the readable rows).
 var errSQLUnreadable = fmt.Errorf("table has unreadable data (rewind sql export --at ... --path ... writes the readable rows): %w", errAppDamaged)
 
-func (s *sqlDB) writer(t *mdf.Table, format string) func(context.Context, io.Writer) error {
-	return func(ctx context.Context, w io.Writer) error {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		rw, err := export.NewWriter(w, format, t, export.Options{})
-		if err != nil {
-			return err
-		}
-		var fails []error
-		res, err := s.db.ReadTable(ctx, t, func(r *mdf.Row) error {
-			if len(r.Errors) > 0 && len(fails) < 10 {
-				fails = append(fails, fmt.Errorf("row %s: %w", r.RID, errors.Join(r.Errors...)))
-			}
-			return rw.WriteRow(r)
-		})
-		if cerr := rw.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("%s: table %s: %w", s.src.Path, t.FullName(), err)
-		}
-		if res != nil {
-			fails = append(fails, res.Unreadable...)
-		}
-		if len(fails) > 0 {
-			return fmt.Errorf("%s: table %s: %w: %w", s.src.Path, t.FullName(), errSQLUnreadable, errors.Join(fails...))
-		}
-		return nil
+func (s *sqlDB) WriteFile(ctx context.Context, name string, w io.Writer) error {
+	f, ok := s.files[name]
+	if !ok {
+		return fmt.Errorf("%s: %w", name, ErrNotExist)
 	}
+	t, format := f.t, f.format
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rw, err := export.NewWriter(w, format, t, export.Options{})
+	if err != nil {
+		return err
+	}
+	var fails []error
+	res, err := s.db.ReadTable(ctx, t, func(r *mdf.Row) error {
+		if len(r.Errors) > 0 && len(fails) < 10 {
+			fails = append(fails, fmt.Errorf("row %s: %w", r.RID, errors.Join(r.Errors...)))
+		}
+		return rw.WriteRow(r)
+	})
+	if cerr := rw.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("%s: table %s: %w", s.src.Path, t.FullName(), err)
+	}
+	if res != nil {
+		fails = append(fails, res.Unreadable...)
+	}
+	if len(fails) > 0 {
+		return fmt.Errorf("%s: table %s: %w: %w", s.src.Path, t.FullName(), errSQLUnreadable, errors.Join(fails...))
+	}
+	return nil
 }

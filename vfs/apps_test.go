@@ -192,6 +192,7 @@ func TestAppViews(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tree.Close()
+	vfs.SetMaxOpenAppDBs(tree, 1) // databases are dropped and opened again
 	ps, err := repo.Catalog.Points(ctx, "sql1", "d")
 	if err != nil {
 		t.Fatal(err)
