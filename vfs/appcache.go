@@ -19,7 +19,8 @@ const DefaultAppCacheSize = 1 << 30
 // disk, least recently used dropped first once their total passes max;
 // memory holds only their names and sizes. Sizes are remembered for good
 // (a few bytes each), so a dropped file is generated again only when it is
-// opened, and must come out the same size.
+// opened, and must come out the same size. Failures are remembered too:
+// points never change, and a damaged table is not read again on every stat.
 type genCache struct {
 	dir     string // "" until the first file; then owned when own
 	parent  string
@@ -30,6 +31,7 @@ type genCache struct {
 	items   map[string]*list.Element // of *genItem
 	lru     list.List
 	sizes   map[string]int64
+	failed  map[string]error
 	running map[string]*genCall
 	closed  bool
 }
@@ -49,7 +51,7 @@ func newGenCache(parent string, max int64) *genCache {
 	if max <= 0 {
 		max = DefaultAppCacheSize
 	}
-	return &genCache{parent: parent, max: max, items: map[string]*list.Element{}, sizes: map[string]int64{}, running: map[string]*genCall{}}
+	return &genCache{parent: parent, max: max, items: map[string]*list.Element{}, sizes: map[string]int64{}, failed: map[string]error{}, running: map[string]*genCall{}}
 }
 
 // size returns the size of key's content, generating it when unknown.
@@ -77,6 +79,10 @@ func (c *genCache) open(ctx context.Context, key string, gen func(context.Contex
 		if c.closed {
 			c.mu.Unlock()
 			return nil, 0, errors.New("application file cache: closed")
+		}
+		if err, ok := c.failed[key]; ok {
+			c.mu.Unlock()
+			return nil, 0, err
 		}
 		if el, ok := c.items[key]; ok {
 			c.lru.MoveToFront(el)
@@ -106,6 +112,9 @@ func (c *genCache) open(ctx context.Context, key string, gen func(context.Contex
 		fl, size, err := c.generate(context.WithoutCancel(ctx), key, gen)
 		c.mu.Lock()
 		delete(c.running, key)
+		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			c.failed[key] = err
+		}
 		call.err = err
 		close(call.done)
 		c.mu.Unlock()

@@ -29,8 +29,8 @@ func readCached(t *testing.T, c *genCache, key string, gen func(context.Context,
 
 // The cache generates a file once for concurrent readers, drops the least
 // recently used past its bound (open copies stay readable), generates a
-// dropped file again, refuses a file that comes out different, and does
-// not keep failures.
+// dropped file again, refuses a file that comes out different, and
+// remembers failures.
 func TestGenCache(t *testing.T) {
 	dir := t.TempDir()
 	c := newGenCache(dir, 10)
@@ -87,13 +87,17 @@ func TestGenCache(t *testing.T) {
 	if _, err := readCached(t, c, "b2", gen("xy")); !errors.Is(err, errAppDamaged) || ErrnoOf(err) != EIO {
 		t.Errorf("a changed file: %v, want EIO", err)
 	}
-	// failures are not kept
+	// failures are kept (points never change): not generated again
 	boom := errors.New("boom")
 	if _, err := readCached(t, c, "d", func(context.Context, io.Writer) error { return boom }); !errors.Is(err, boom) {
 		t.Errorf("failing generation: %v", err)
 	}
-	if s, err := readCached(t, c, "d", gen("dd")); err != nil || s != "dd" {
-		t.Errorf("d after a failure = %q %v", s, err)
+	calls.Store(0)
+	if _, err := readCached(t, c, "d", gen("dd")); !errors.Is(err, boom) || calls.Load() != 0 {
+		t.Errorf("d after a failure: %v after %d generations, want the failure again and none", err, calls.Load())
+	}
+	if _, err := c.size(context.Background(), "d", gen("dd")); !errors.Is(err, boom) {
+		t.Errorf("size of d after a failure: %v", err)
 	}
 	if err := c.close(); err != nil {
 		t.Fatal(err)

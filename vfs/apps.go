@@ -174,7 +174,6 @@ type appDB struct {
 	view *node // the kApp node
 	prov AppProvider
 	src  appFound
-	name string // its directory name, once known
 
 	mu  sync.Mutex
 	db  AppDatabase // nil when not open
