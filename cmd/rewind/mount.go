@@ -21,7 +21,7 @@ type mountOptions struct {
 }
 
 func newMountCmd() *cobra.Command {
-	var dir, machine, volume, at, cacheSize, appCache, auditLog, scratch string
+	var dir, machine, volume, at, cacheSize, appCache, appCacheDir, auditLog, scratch string
 	var mo mountOptions
 	c := &cobra.Command{
 		Use:   "mount MOUNTPOINT",
@@ -50,8 +50,8 @@ Windows\WinSxS and similar folders and stopping after 500,000 entries.
 Database directories are named by the database (SQL: from the boot page; ESE:
 the file name); the same name twice gets ~2, ~3. A table file is exported
 once, when its size is first asked for (ls -l) or it is opened, into a cache
-of temporary files (--app-cache, oldest dropped first; exported again when
-opened later). A table with damaged pages or undecodable values fails with an
+of temporary files (--app-cache bytes in --app-cache-dir, oldest dropped
+first; exported again when opened later). A table with damaged pages or undecodable values fails with an
 I/O error (rewind sql|ese export --at ... --path ... gives its readable rows);
 a database that cannot be opened shows as a directory that fails with an I/O
 error. These views are in the repository mount only, not in the one-point
@@ -133,7 +133,7 @@ user_allow_other in /etc/fuse.conf when not mounting as root.`,
 				return err
 			}
 			defer repo.Close()
-			opt := vfs.Options{CacheSize: cache, Writable: mo.writable, Scratch: scratch, Logger: slog.Default(), AppCacheSize: apps}
+			opt := vfs.Options{CacheSize: cache, Writable: mo.writable, Scratch: scratch, Logger: slog.Default(), AppCacheSize: apps, AppCacheDir: appCacheDir}
 			if machine != "" {
 				vol, err := lookupVolume(ctx, repo, machine, volume)
 				if err != nil {
@@ -174,6 +174,7 @@ user_allow_other in /etc/fuse.conf when not mounting as root.`,
 	f.StringVar(&at, "at", "", "the moment: RFC 3339, \"YYYY-MM-DD HH:MM[:SS]\" (local), -15m, latest (default) or a point id")
 	f.StringVar(&cacheSize, "cache-size", "256M", "memory for decompressed blocks (K, M, G suffixes)")
 	f.StringVar(&appCache, "app-cache", "1G", "temporary disk space for generated sql/ and ese/ files (K, M, G suffixes)")
+	f.StringVar(&appCacheDir, "app-cache-dir", "", "directory for the --app-cache files (default $TMPDIR or /tmp; mind a /tmp in memory)")
 	f.StringVar(&auditLog, "audit-log", "", "append a JSON line per open and per listing to this file")
 	f.BoolVar(&mo.allowOther, "allow-other", false, "let other users read the mount")
 	f.BoolVar(&mo.writable, "writable", false, "copy-on-write overlay for the disk images (the repository never changes)")
