@@ -622,7 +622,6 @@ func (f *FS) appFileAttr(ctx context.Context, n *node) (Attr, error) {
 	}
 	size, err := f.apps.cache.size(ctx, appContentKey(n), f.appWriter(n))
 	if err != nil {
-		f.log.Warn("application views: cannot generate a file", "path", f.pathOf(n), "err", err)
 		return Attr{}, err
 	}
 	n.mu.Lock()
@@ -635,10 +634,14 @@ func (f *FS) appFileAttr(ctx context.Context, n *node) (Attr, error) {
 func (f *FS) appWriter(n *node) func(context.Context, io.Writer) error {
 	return func(ctx context.Context, w io.Writer) error {
 		db, err := f.appDBGet(ctx, n.app.db)
-		if err != nil {
-			return err
+		if err == nil {
+			err = db.WriteFile(ctx, n.app.rel, w)
 		}
-		return db.WriteFile(ctx, n.app.rel, w)
+		if err != nil {
+			// logged once: the cache remembers failures
+			f.log.Warn("application views: cannot generate a file", "path", f.pathOf(n), "err", err)
+		}
+		return err
 	}
 }
 
@@ -649,7 +652,6 @@ func (f *FS) appOpen(ctx context.Context, n *node, write bool) (*Handle, error) 
 	}
 	fl, size, err := f.apps.cache.open(ctx, appContentKey(n), f.appWriter(n))
 	if err != nil {
-		f.log.Warn("application views: cannot generate a file", "path", f.pathOf(n), "err", err)
 		return nil, err
 	}
 	n.mu.Lock()
