@@ -4,14 +4,18 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/rewind-cdp/rewind/parsers/mdf"
 	h "github.com/rewind-cdp/rewind/test/harness"
 	"github.com/rewind-cdp/rewind/test/testenv"
 )
@@ -39,6 +43,27 @@ func dirFiles(t *testing.T, dir string) map[string][]byte {
 	return out
 }
 
+// firstPage returns the page holding the first row of a table.
+func firstPage(t *testing.T, file []byte, table string) int {
+	t.Helper()
+	ctx := context.Background()
+	db, err := mdf.Open(ctx, bytes.NewReader(file), int64(len(file)), mdf.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb, err := db.Table(table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := -1
+	stop := errors.New("stop")
+	db.ReadTable(ctx, tb, func(r *mdf.Row) error { page = int(r.RID.Page); return stop })
+	if page < 0 {
+		t.Fatalf("%s has no rows", table)
+	}
+	return page
+}
+
 func fileNames(m map[string][]byte) []string {
 	var out []string
 	for k := range m {
@@ -53,7 +78,8 @@ func fileNames(m map[string][]byte) []string {
 // shows each point's database with every table's CSV and JSONL equal to
 // `rewind sql export-all` of the same file at that point. ESE databases
 // on the volume show under ese/ with every table equal to
-// `rewind ese export`. Opens and listings reach the audit log.
+// `rewind ese export`. A damaged copy of the .mdf shows with EIO on the
+// damaged table only. Opens and listings reach the audit log.
 func TestMountApplicationViews(t *testing.T) {
 	testenv.NeedFUSE(t)
 	testenv.NeedTool(t, "mkntfs", "ntfs-3g")
@@ -96,8 +122,12 @@ func TestMountApplicationViews(t *testing.T) {
 		}
 		return b
 	}
+	// a copy of Northwind with one damaged page in dbo.Orders
+	broken := read(northwind)
+	broken[firstPage(t, broken, "dbo.Orders")*mdf.PageSize+4000] ^= 0xff
 	write(map[string][]byte{
 		"SQLData/Sales.mdf":              read(northwind),
+		"ZBad/Broken.mdf":                broken,
 		"Windows/System32/sru/SRUDB.dat": read(srudb),
 		"Apps/basic.edb":                 basic,
 		"Apps/readme.txt":                []byte("not a database\n"),
@@ -135,8 +165,13 @@ func TestMountApplicationViews(t *testing.T) {
 			t.Errorf("ls %s = %v, want sql, ese and files", pd, got)
 		}
 		dbs, err := os.ReadDir(filepath.Join(pd, "sql"))
-		if err != nil || len(dbs) != 1 || dbs[0].Name() != c.db {
-			t.Errorf("ls %s/sql = %v %v, want [%s]", pd, dbs, err, c.db)
+		// with the damaged copy of Northwind (at point 1 its name clashes)
+		want := []string{"NORTHWND", "NORTHWND~2"}
+		if c.db == "PUBS" {
+			want = []string{"NORTHWND", "PUBS"}
+		}
+		if err != nil || len(dbs) != 2 || dbs[0].Name() != want[0] || dbs[1].Name() != want[1] {
+			t.Errorf("ls %s/sql = %v %v, want %v", pd, dbs, err, want)
 			continue
 		}
 		view := dirFiles(t, filepath.Join(pd, "sql", c.db))
@@ -167,6 +202,19 @@ func TestMountApplicationViews(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(pointDir(p2), "sql", "PUBS", "dbo.authors.csv")); err != nil ||
 		!strings.Contains(string(b), "172-32-1176,White,Johnson") {
 		t.Errorf("sql/PUBS/dbo.authors.csv at point 2 lacks 172-32-1176: %v", err)
+	}
+
+	// the damaged copy: dbo.Orders fails with EIO through the mount,
+	// the other tables read
+	bad := filepath.Join(pointDir(p1), "sql", "NORTHWND~2")
+	if _, err := os.ReadFile(filepath.Join(bad, "dbo.Orders.csv")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read %s/dbo.Orders.csv: %v, want EIO", bad, err)
+	}
+	if _, err := os.Stat(filepath.Join(bad, "dbo.Orders.jsonl")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("stat %s/dbo.Orders.jsonl: %v, want EIO", bad, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(bad, "dbo.Customers.csv")); err != nil || !strings.Contains(string(b), "ALFKI") {
+		t.Errorf("read %s/dbo.Customers.csv: %v", bad, err)
 	}
 
 	// ESE: every table of both databases equals rewind ese export
