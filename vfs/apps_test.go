@@ -307,3 +307,37 @@ func TestAppViews(t *testing.T) {
 		t.Errorf("Close left %v", fs)
 	}
 }
+
+// The providers' Match and Probe accept their files and reject others,
+// damaged and short ones included, without panicking.
+func TestAppProbes(t *testing.T) {
+	ctx := context.Background()
+	northwind := testenv.FixtureBytes(t, "mdf/sql2008_655_northwind_itsligo.mdf")
+	srudb := testenv.FixtureBytes(t, "ese/win10_SRUDB.dat")
+	shadowOnly := bytes.Clone(srudb)
+	clear(shadowOnly[:4096]) // primary header gone: the shadow copy still says ESE
+	sql, es := vfs.SQLApp{}, vfs.ESEApp{}
+	for _, c := range []struct {
+		name string
+		p    vfs.AppProvider
+		path string
+		b    []byte
+		want bool
+	}{
+		{"mdf", sql, "/d/Sales.MDF", northwind, true},
+		{"mdf as .ldf", sql, "/d/Sales_log.ldf", northwind, false},
+		{"ese as .mdf", sql, "/d/x.mdf", srudb, false},
+		{"short mdf", sql, "/d/x.mdf", northwind[:9*mdf.PageSize], false},
+		{"ese", es, "/Windows/System32/sru/SRUDB.dat", srudb, true},
+		{"ese, shadow header", es, "/x.edb", shadowOnly, true},
+		{"ese as .txt", es, "/x.txt", srudb, false},
+		{"mdf as .dat", es, "/x.dat", northwind, false},
+		{"zeros as .edb", es, "/x.edb", make([]byte, 64<<10), false},
+		{"short ese", es, "/x.edb", srudb[:4096], false},
+	} {
+		got := c.p.Match(c.path, int64(len(c.b))) && c.p.Probe(ctx, bytes.NewReader(c.b), int64(len(c.b)))
+		if got != c.want {
+			t.Errorf("%s: %s claims %s: %v, want %v", c.name, c.p.Dir(), c.path, got, c.want)
+		}
+	}
+}
