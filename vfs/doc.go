@@ -12,6 +12,8 @@
 //	    disk-flat.vmdk  the extent instead, only when the volume is not a whole number of sectors
 //	    files/          the file system inside (detect: NTFS, ext2/3/4, FAT, exFAT, XFS);
 //	                    with several partitions (MBR, GPT) one folder each: p1-ntfs, p2-ext4, ...
+//	    sql/<database>/<schema>.<table>.csv|.jsonl   application views (apps.go), only when
+//	    ese/<database>/<table>.jsonl                 the point's file systems hold such databases
 //	/<machine>/<volume>/latest    symbolic link to the newest point
 //
 // Point directories are named by PointNames: RFC 3339 UTC with milliseconds

@@ -67,6 +67,14 @@ type Options struct {
 	// Refresh is how old a listing of machines, volumes or points may be
 	// before the catalog is asked again (default 1 s).
 	Refresh time.Duration
+	// Apps are the application views of point directories (nil:
+	// DefaultApps; empty: none). See apps.go.
+	Apps []AppProvider
+	// AppCacheSize bounds the disk space of generated application files
+	// (default DefaultAppCacheSize); AppCacheDir is where they go
+	// (default os.TempDir).
+	AppCacheSize int64
+	AppCacheDir  string
 }
 
 // Attr is what stat shows of a node.
@@ -105,6 +113,9 @@ const (
 	kFiles               // files/ with several partitions
 	kFS                  // a node of a file system (files/, a partition folder, or below)
 	kBroken              // files/ or a partition whose file system could not be opened
+	kApp                 // an application view: sql/, ese/ (apps.go)
+	kAppDir              // a directory inside an application view
+	kAppFile             // a generated file inside an application view
 )
 
 type node struct {
@@ -121,7 +132,8 @@ type node struct {
 	path    string         // path inside the file system
 	disk    string         // kDisk: which file
 
-	attr Attr // fixed attributes of immutable nodes
+	attr Attr     // fixed attributes of immutable nodes
+	app  *appNode // kApp, kAppDir, kAppFile
 
 	mu       sync.Mutex
 	listed   bool
@@ -138,6 +150,7 @@ type FS struct {
 	sem     chan struct{}
 	raRuns  atomic.Int64
 	audit   *auditLog
+	apps    *appTree
 	scratch string
 	ownTmp  bool
 	started time.Time
@@ -195,6 +208,7 @@ func New(ctx context.Context, repo *repository.Repo, opt Options) (*FS, error) {
 		nodes:   map[uint64]*node{}, keys: map[string]uint64{}, next: RootIno + 1,
 		volumes: map[string]*listing{}, vstates: map[int64]*volState{},
 		pstates: map[int64]*pointState{}, overlays: map[string]*overlay.Overlay{}, descs: map[int64]*memFile{},
+		apps: newAppTree(opt),
 	}
 	if opt.Audit != nil {
 		f.audit = &auditLog{w: opt.Audit}
@@ -246,7 +260,7 @@ func pointNameOf(ctx context.Context, repo *repository.Repo, p catalog.Point) st
 func (f *FS) Close() error {
 	f.pmu.Lock()
 	defer f.pmu.Unlock()
-	var errs []error
+	errs := []error{f.apps.close()}
 	for k, o := range f.overlays {
 		errs = append(errs, o.Close())
 		delete(f.overlays, k)
@@ -778,6 +792,8 @@ func (f *FS) Getattr(ctx context.Context, ino uint64) (Attr, error) {
 		return f.linkAttr(n), nil
 	case kDisk:
 		return f.diskAttr(ctx, n)
+	case kAppFile:
+		return f.appFileAttr(ctx, n)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -866,7 +882,7 @@ func (f *FS) lookup(ctx context.Context, parent uint64, name string) (*node, err
 		case FilesDir:
 			return f.filesNode(ctx, d)
 		}
-		return notFound()
+		return f.appLookup(ctx, d, name)
 	case kFiles:
 		ps, err := f.pointState(ctx, d)
 		if err != nil {
@@ -915,7 +931,9 @@ func (f *FS) lookup(ctx context.Context, parent uint64, name string) (*node, err
 		return c, nil
 	case kBroken:
 		return nil, f.brokenErr(ctx, d)
-	case kDisk, kLink:
+	case kApp, kAppDir:
+		return f.appLookupChild(ctx, d, name)
+	case kDisk, kLink, kAppFile:
 		return nil, fmt.Errorf("%s: %w", f.pathOf(d), ErrNotDir)
 	}
 	return notFound()
@@ -1050,6 +1068,7 @@ func (f *FS) Readdir(ctx context.Context, ino uint64) ([]DirEntry, error) {
 			return nil, err
 		}
 		add(fn)
+		out = append(out, f.appDirs(ctx, d)...)
 	case kFiles:
 		ps, err := f.pointState(ctx, d)
 		if err != nil {
@@ -1069,6 +1088,8 @@ func (f *FS) Readdir(ctx context.Context, ino uint64) ([]DirEntry, error) {
 		return f.readFSDir(ctx, d)
 	case kBroken:
 		return nil, f.brokenErr(ctx, d)
+	case kApp, kAppDir:
+		return f.appReaddir(ctx, d)
 	default:
 		return nil, fmt.Errorf("%s: %w", f.pathOf(d), ErrNotDir)
 	}
@@ -1151,6 +1172,7 @@ type Handle struct {
 	size   int64
 	write  bool
 	sync   func() error
+	close  func() error
 }
 
 // Size is the file's size.
@@ -1199,7 +1221,12 @@ func (h *Handle) Sync(ctx context.Context) error {
 }
 
 // Close releases the handle.
-func (h *Handle) Close() error { return nil }
+func (h *Handle) Close() error {
+	if h.close != nil {
+		return h.close()
+	}
+	return nil
+}
 
 // Open opens a file for reading, or with write for writing (disk images
 // of a writable tree only; ErrReadOnly otherwise).
@@ -1255,6 +1282,8 @@ func (f *FS) Open(ctx context.Context, ino uint64, write bool) (*Handle, error) 
 		}
 		f.auditEvent(ctx, "open", n)
 		return &Handle{r: &logReader{fl, f, n}, size: fl.Size()}, nil
+	case kAppFile:
+		return f.appOpen(ctx, n, write)
 	case kLink:
 		return nil, fmt.Errorf("%s: %w", f.pathOf(n), ErrInvalid)
 	}

@@ -2,22 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/rewind-cdp/rewind/parsers/ese"
+	eseexport "github.com/rewind-cdp/rewind/parsers/ese/export"
 )
 
 func newESECmd() *cobra.Command {
@@ -192,113 +187,7 @@ func warnESE(w io.Writer, path string, db *ese.DB) {
 }
 
 func exportTable(ctx context.Context, w, warn io.Writer, t *ese.Table, format string) error {
-	var cw *csv.Writer
-	if format == "csv" {
-		cw = csv.NewWriter(w)
-		cw.UseCRLF = true
-		head := make([]string, len(t.Columns))
-		for i, c := range t.Columns {
-			head[i] = c.Name
-		}
-		if err := cw.Write(head); err != nil {
-			return err
-		}
-	}
-	keys := make([][]byte, len(t.Columns))
-	for i, c := range t.Columns {
-		keys[i], _ = json.Marshal(c.Name)
-	}
-	row := 0
-	var line []byte
-	fields := make([]string, len(t.Columns))
-	err := t.Records(ctx, func(r *ese.Record) error {
-		row++
-		vals := r.Values(ctx)
-		line = append(line[:0], '{')
-		for i, v := range vals {
-			if v.Err != nil {
-				fmt.Fprintf(warn, "warning: table %s row %d column %s: %v\n", t.Name, row, v.Column.Name, v.Err)
-			}
-			x := jsonValue(v.Any())
-			if cw != nil {
-				fields[i] = csvField(x)
-				continue
-			}
-			if i > 0 {
-				line = append(line, ',')
-			}
-			b, err := json.Marshal(x)
-			if err != nil {
-				return err
-			}
-			line = append(append(append(line, keys[i]...), ':'), b...)
-		}
-		if cw != nil {
-			return cw.Write(fields)
-		}
-		line = append(line, '}', '\n')
-		_, err := w.Write(line)
-		return err
+	return eseexport.Table(ctx, w, t, format, func(row int, col string, err error) {
+		fmt.Fprintf(warn, "warning: table %s row %d column %s: %v\n", t.Name, row, col, err)
 	})
-	if err != nil {
-		return err
-	}
-	if cw != nil {
-		cw.Flush()
-		return cw.Error()
-	}
-	return nil
-}
-
-// jsonValue maps decoded values to what encoding/json should print.
-func jsonValue(x any) any {
-	switch v := x.(type) {
-	case time.Time:
-		if v.IsZero() {
-			return nil
-		}
-		return v.UTC().Format(time.RFC3339Nano)
-	case float32:
-		return jsonFloat(float64(v), 32)
-	case float64:
-		return jsonFloat(v, 64)
-	case []any:
-		out := make([]any, len(v))
-		for i, e := range v {
-			out[i] = jsonValue(e)
-		}
-		return out
-	}
-	return x
-}
-
-// jsonFloat keeps finite floats numbers (printed at their own precision)
-// and spells out NaN and infinities, which JSON cannot hold.
-func jsonFloat(f float64, bits int) any {
-	switch {
-	case math.IsNaN(f):
-		return "NaN"
-	case math.IsInf(f, 1):
-		return "+Inf"
-	case math.IsInf(f, -1):
-		return "-Inf"
-	}
-	return json.Number(strconv.FormatFloat(f, 'g', -1, bits))
-}
-
-func csvField(x any) string {
-	switch v := x.(type) {
-	case nil:
-		return ""
-	case string:
-		return v
-	case []byte:
-		return base64.StdEncoding.EncodeToString(v)
-	case json.Number:
-		return string(v)
-	case []any:
-		b, _ := json.Marshal(v)
-		return string(b)
-	}
-	return fmt.Sprint(x)
 }

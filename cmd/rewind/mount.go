@@ -21,7 +21,7 @@ type mountOptions struct {
 }
 
 func newMountCmd() *cobra.Command {
-	var dir, machine, volume, at, cacheSize, auditLog, scratch string
+	var dir, machine, volume, at, cacheSize, appCache, appCacheDir, auditLog, scratch string
 	var mo mountOptions
 	c := &cobra.Command{
 		Use:   "mount MOUNTPOINT",
@@ -37,6 +37,25 @@ rewind umount MOUNTPOINT), then unmounts.
       files/       the file system inside: NTFS, ext2/3/4, FAT12/16/32, exFAT,
                    XFS; through MBR and GPT partition tables, one folder per
                    partition (p1-ntfs, p2-ext4, ...) when there are several
+      sql/<database>/<schema>.<table>.csv and .jsonl
+                   every table of every SQL Server data file (.mdf) on the
+                   volume at that point, as rewind sql export writes it
+      ese/<database>/<table>.jsonl
+                   every table of every ESE database (.edb, .dit, .dat, .mdb:
+                   ntds.dit, SRUDB.dat, ...), as rewind ese export writes it
+
+sql/ and ese/ appear only when the point holds such files: listing a point
+directory (or looking up sql/ or ese/) walks its file systems once, skipping
+Windows\WinSxS and similar folders and stopping after 500,000 entries.
+Database directories are named by the database (SQL: from the boot page; ESE:
+the file name); the same name twice gets ~2, ~3. A table file is exported
+once, when its size is first asked for (ls -l) or it is opened, into a cache
+of temporary files (--app-cache bytes in --app-cache-dir, oldest dropped
+first; exported again when opened later). A table with damaged pages or undecodable values fails with an
+I/O error (rewind sql|ese export --at ... --path ... gives its readable rows);
+a database that cannot be opened shows as a directory that fails with an I/O
+error. These views are in the repository mount only, not in the one-point
+mount (--at), whose root is the volume's own file tree.
 
 Point directories are named by their time, RFC 3339 in UTC with milliseconds
 (2026-11-20T10:15:03.250Z). A listing shows every point of the last hour, then
@@ -76,6 +95,8 @@ user_allow_other in /etc/fuse.conf when not mounting as root.`,
   ls /mnt/rewind/web1/root/
   cp "/mnt/rewind/web1/root/2026-11-20 10:15/files/etc/nginx/nginx.conf" .
   qemu-img info -f vpc /mnt/rewind/web1/root/latest/disk.vhd
+  ls -l /mnt/rewind/sql1/d/latest/sql/Sales/
+  cp "/mnt/rewind/sql1/d/2026-11-20 10:15/sql/Sales/dbo.Orders.csv" .
   rewind umount /mnt/rewind
 
   rewind mount /mnt/tuesday --machine web1 --volume root --at "2026-11-17 10:15"
@@ -87,6 +108,10 @@ user_allow_other in /etc/fuse.conf when not mounting as root.`,
 			cache, err := parseByteSize(cacheSize)
 			if err != nil {
 				return usagef("--cache-size %q: %v", cacheSize, err)
+			}
+			apps, err := parseByteSize(appCache)
+			if err != nil {
+				return usagef("--app-cache %q: %v", appCache, err)
 			}
 			if (machine != "" || volume != "") && (machine == "" || volume == "") {
 				return usagef("--machine and --volume go together")
@@ -108,7 +133,7 @@ user_allow_other in /etc/fuse.conf when not mounting as root.`,
 				return err
 			}
 			defer repo.Close()
-			opt := vfs.Options{CacheSize: cache, Writable: mo.writable, Scratch: scratch, Logger: slog.Default()}
+			opt := vfs.Options{CacheSize: cache, Writable: mo.writable, Scratch: scratch, Logger: slog.Default(), AppCacheSize: apps, AppCacheDir: appCacheDir}
 			if machine != "" {
 				vol, err := lookupVolume(ctx, repo, machine, volume)
 				if err != nil {
@@ -148,6 +173,8 @@ user_allow_other in /etc/fuse.conf when not mounting as root.`,
 	f.StringVar(&volume, "volume", "", "the volume to mount")
 	f.StringVar(&at, "at", "", "the moment: RFC 3339, \"YYYY-MM-DD HH:MM[:SS]\" (local), -15m, latest (default) or a point id")
 	f.StringVar(&cacheSize, "cache-size", "256M", "memory for decompressed blocks (K, M, G suffixes)")
+	f.StringVar(&appCache, "app-cache", "1G", "temporary disk space for generated sql/ and ese/ files (K, M, G suffixes)")
+	f.StringVar(&appCacheDir, "app-cache-dir", "", "directory for the --app-cache files (default $TMPDIR or /tmp; mind a /tmp in memory)")
 	f.StringVar(&auditLog, "audit-log", "", "append a JSON line per open and per listing to this file")
 	f.BoolVar(&mo.allowOther, "allow-other", false, "let other users read the mount")
 	f.BoolVar(&mo.writable, "writable", false, "copy-on-write overlay for the disk images (the repository never changes)")
