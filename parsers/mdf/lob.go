@@ -27,6 +27,7 @@ type lobReader struct {
 	visits int
 	limit  int
 	seen   map[RowID]bool // fragments of the value being read
+	buf    bytes.Buffer   // reused for every value: results are only valid until the next read
 }
 
 func (db *Database) newLOBReader() *lobReader {
@@ -144,17 +145,18 @@ func (l *lobReader) write(out *bytes.Buffer, b []byte) error {
 }
 
 // textPointer reads a value held through a 16-byte text pointer (text,
-// ntext, image): timestamp (8 bytes) then the root's row id.
+// ntext, image): timestamp (8 bytes) then the root's row id. The bytes
+// returned are valid until the reader's next call.
 func (l *lobReader) textPointer(b []byte) ([]byte, error) {
 	if len(b) != 16 {
 		return nil, fmt.Errorf("%w: text pointer of %d bytes, want 16", ErrFormat, len(b))
 	}
-	var out bytes.Buffer
-	l.seen = map[RowID]bool{}
-	if err := l.read(parseRowID(b[8:16]), &out, 0); err != nil {
+	l.buf.Reset()
+	clear(l.seen)
+	if err := l.read(parseRowID(b[8:16]), &l.buf, 0); err != nil {
 		return nil, err
 	}
-	return out.Bytes(), nil
+	return l.buf.Bytes(), nil
 }
 
 // errLOBNull reports a text pointer whose root says the value is NULL.
@@ -168,7 +170,8 @@ const (
 )
 
 // complexValue reads a (max) or row-overflow value from its in-row root:
-// 12-byte header then 12-byte links (size, row id).
+// 12-byte header then 12-byte links (size, row id). The bytes returned
+// are valid until the reader's next call.
 func (l *lobReader) complexValue(b []byte) ([]byte, error) {
 	if len(b) < 12 || (len(b)-12)%12 != 0 {
 		return nil, fmt.Errorf("%w: in-row LOB root of %d bytes", ErrFormat, len(b))
@@ -178,12 +181,12 @@ func (l *lobReader) complexValue(b []byte) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("%w: unknown complex column type %d", ErrFormat, b[0])
 	}
-	var out bytes.Buffer
-	l.seen = map[RowID]bool{}
+	l.buf.Reset()
+	clear(l.seen)
 	for o := 12; o+12 <= len(b); o += 12 {
-		if err := l.read(parseRowID(b[o+4:o+12]), &out, 0); err != nil {
+		if err := l.read(parseRowID(b[o+4:o+12]), &l.buf, 0); err != nil {
 			return nil, err
 		}
 	}
-	return out.Bytes(), nil
+	return l.buf.Bytes(), nil
 }
