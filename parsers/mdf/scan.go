@@ -135,7 +135,7 @@ func (db *Database) scan(ctx context.Context, t *Table, decode bool, fn func(*Ro
 		if au == nil {
 			continue
 		}
-		if part.Compression != 0 {
+		if part.Compression > 2 {
 			res.Unreadable = append(res.Unreadable, fmt.Errorf("table %s partition %d uses %s compression, which this reader does not decode", t.FullName(), part.Number, compressionName(part.Compression)))
 			continue
 		}
@@ -143,7 +143,7 @@ func (db *Database) scan(ctx context.Context, t *Table, decode bool, fn func(*Ro
 		seen := make(map[PageID]bool, len(pages))
 		for _, id := range pages {
 			seen[id] = true
-			if err := db.scanPage(ctx, t, au, id, false, decode, lobs, pbuf, fn, res); err != nil {
+			if err := db.scanPage(ctx, t, au, part.Compression, id, false, decode, lobs, pbuf, fn, res); err != nil {
 				return res, err
 			}
 		}
@@ -155,7 +155,7 @@ func (db *Database) scan(ctx context.Context, t *Table, decode bool, fn func(*Ro
 				if seen[id] {
 					continue
 				}
-				if err := db.scanPage(ctx, t, au, id, true, decode, lobs, pbuf, fn, res); err != nil {
+				if err := db.scanPage(ctx, t, au, part.Compression, id, true, decode, lobs, pbuf, fn, res); err != nil {
 					return res, err
 				}
 			}
@@ -179,7 +179,7 @@ func compressionName(c int) string {
 // scanPage reads one candidate data page of au. With dealloc set the page
 // is outside the allocation unit's IAM chain: it is silently skipped
 // unless its header claims it for au, and its rows are deleted rows.
-func (db *Database) scanPage(ctx context.Context, t *Table, au *AllocUnit, id PageID, dealloc, decode bool, lobs *lobReader, pbuf *Page, fn func(*Row) error, res *ScanResult) error {
+func (db *Database) scanPage(ctx context.Context, t *Table, au *AllocUnit, compression int, id PageID, dealloc, decode bool, lobs *lobReader, pbuf *Page, fn func(*Row) error, res *ScanResult) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -207,6 +207,9 @@ func (db *Database) scanPage(ctx context.Context, t *Table, au *AllocUnit, id Pa
 	}
 	res.Pages++
 	res.BytesRead += PageSize
+	if compression == 1 || compression == 2 {
+		return db.scanCDPage(t, p, compression, dealloc, decode, lobs, fn, res)
+	}
 	// Rows and their value slices are carved from one allocation per page
 	// (each row keeps its own, never reused, part).
 	var rows []Row
@@ -265,6 +268,9 @@ func (t *Table) decodeRecordInto(vals []any, rec *Record, lobs *lobReader) ([]an
 }
 
 func (t *Table) decodeColumn(c *Column, rec *Record, lobs *lobReader) (any, error) {
+	if c.Sparse {
+		return t.decodeSparse(c, rec)
+	}
 	if !c.stored {
 		return nil, nil
 	}
