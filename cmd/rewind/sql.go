@@ -39,7 +39,7 @@ Each command also reads the file straight from a backup at any point in time:
 The file is only read. Pages that fail their checksum are skipped and
 reported; every other row still comes out.`,
 	}
-	cmd.AddCommand(newSQLInfoCmd(), newSQLExportCmd(), newSQLExportAllCmd(), newSQLVerifyCmd(), newSQLRestoreTableCmd())
+	cmd.AddCommand(newSQLInfoCmd(), newSQLExportCmd(), newSQLExportAllCmd(), newSQLVerifyCmd(), newSQLRestoreTableCmd(), newSQLAttachCmd())
 	return cmd
 }
 
