@@ -120,6 +120,8 @@ func FuzzRecord(f *testing.F) {
 		}
 		decodeSCSU(rec)
 		decodeVarDecimal(rec, 4)
+		decodeBinXML(rec)
+		decodeBinXML(append([]byte{0xDF, 0xFF, 0x01, 0xB0, 0x04}, rec...))
 		if r, err := parseRecord(rec); err == nil {
 			tb.decodeRecord(r, lobs)
 		}

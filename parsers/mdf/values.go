@@ -255,8 +255,11 @@ func decodeVarInline(c *Column, b []byte) (any, error) {
 	case TypeNVarChar, TypeNChar, TypeNText:
 		return decodeUTF16(b), nil
 	case TypeXML:
-		// SQL Server stores xml in its binary XML format, which this
-		// reader does not decode: the stored bytes are returned.
+		// SQL Server stores xml in its binary XML format: decoded to
+		// text; a value this decoder cannot read keeps its stored bytes.
+		if s, err := decodeBinXML(b); err == nil {
+			return s, nil
+		}
 		return append([]byte(nil), b...), nil
 	case TypeSQLVariant:
 		return decodeVariant(b)
