@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // LOB structure types (blob fragment records).
@@ -27,7 +28,28 @@ type lobReader struct {
 	visits int
 	limit  int
 	seen   map[RowID]bool // fragments of the value being read
-	buf    bytes.Buffer   // reused for every value: results are only valid until the next read
+	buf    *bytes.Buffer  // reused for every value: results are only valid until the next read
+}
+
+// lobBufs recycles LOB assembly buffers between scans.
+var lobBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// buffer returns the reader's reset assembly buffer.
+func (l *lobReader) buffer() *bytes.Buffer {
+	if l.buf == nil {
+		l.buf = lobBufs.Get().(*bytes.Buffer)
+	}
+	l.buf.Reset()
+	return l.buf
+}
+
+// release gives the assembly buffer back for other scans; values read
+// before must not be used any more.
+func (l *lobReader) release() {
+	if l.buf != nil && l.buf.Cap() <= 4<<20 {
+		lobBufs.Put(l.buf)
+	}
+	l.buf = nil
 }
 
 func (db *Database) newLOBReader() *lobReader {
@@ -151,12 +173,12 @@ func (l *lobReader) textPointer(b []byte) ([]byte, error) {
 	if len(b) != 16 {
 		return nil, fmt.Errorf("%w: text pointer of %d bytes, want 16", ErrFormat, len(b))
 	}
-	l.buf.Reset()
+	buf := l.buffer()
 	clear(l.seen)
-	if err := l.read(parseRowID(b[8:16]), &l.buf, 0); err != nil {
+	if err := l.read(parseRowID(b[8:16]), buf, 0); err != nil {
 		return nil, err
 	}
-	return l.buf.Bytes(), nil
+	return buf.Bytes(), nil
 }
 
 // errLOBNull reports a text pointer whose root says the value is NULL.
@@ -181,12 +203,12 @@ func (l *lobReader) complexValue(b []byte) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("%w: unknown complex column type %d", ErrFormat, b[0])
 	}
-	l.buf.Reset()
+	buf := l.buffer()
 	clear(l.seen)
 	for o := 12; o+12 <= len(b); o += 12 {
-		if err := l.read(parseRowID(b[o+4:o+12]), &l.buf, 0); err != nil {
+		if err := l.read(parseRowID(b[o+4:o+12]), buf, 0); err != nil {
 			return nil, err
 		}
 	}
-	return l.buf.Bytes(), nil
+	return buf.Bytes(), nil
 }

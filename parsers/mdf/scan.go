@@ -129,6 +129,7 @@ func (db *Database) tablePages(ctx context.Context, t *Table, au *AllocUnit, res
 func (db *Database) scan(ctx context.Context, t *Table, decode bool, fn func(*Row) error) (*ScanResult, error) {
 	res := &ScanResult{}
 	lobs := db.newLOBReader()
+	defer lobs.release()
 	pbuf := &Page{Data: make([]byte, PageSize)} // reused for every data page
 	for _, part := range t.Partitions {
 		au := part.InRow
