@@ -22,16 +22,19 @@ func newSQLCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sql",
 		Short: "Read tables straight out of SQL Server data files (.mdf), no server needed",
-		Long: `Read SQL Server primary data files (.mdf) written by SQL Server 2005 to 2014
+		Long: `Read SQL Server primary data files (.mdf) written by SQL Server 2005 to 2022
 (databases created on SQL Server 2000 and upgraded included) without a server:
 list the tables, export one or all of them as CSV, JSON Lines or a T-SQL
-script, and check every page's checksum.
+script, and check every page's checksum. ROW and PAGE compressed tables,
+sparse columns and xml are decoded too. restore-table and attach put a table
+or the whole file back into a live server.
 
   rewind sql info Northwind.mdf                     # tables and row counts
   rewind sql export Northwind.mdf --table dbo.Customers --format csv
   rewind sql export-all Northwind.mdf --dir out --format jsonl
   rewind sql verify Northwind.mdf                   # page checksums / torn bits
   rewind sql restore-table Northwind.mdf --table dbo.Customers --to 'sqlserver://sa:pw@db1?database=Northwind'
+  rewind sql attach Northwind.mdf --name Northwind_old --to 'sqlserver://sa:pw@localhost'
 
 Each command also reads the file straight from a backup at any point in time:
   rewind sql info --machine sql1 --volume d --at "2026-11-20 10:15" --path /SQLData/Sales.mdf
@@ -39,7 +42,7 @@ Each command also reads the file straight from a backup at any point in time:
 The file is only read. Pages that fail their checksum are skipped and
 reported; every other row still comes out.`,
 	}
-	cmd.AddCommand(newSQLInfoCmd(), newSQLExportCmd(), newSQLExportAllCmd(), newSQLVerifyCmd(), newSQLRestoreTableCmd())
+	cmd.AddCommand(newSQLInfoCmd(), newSQLExportCmd(), newSQLExportAllCmd(), newSQLVerifyCmd(), newSQLRestoreTableCmd(), newSQLAttachCmd())
 	return cmd
 }
 

@@ -19,9 +19,12 @@ func newSQLRestoreTableCmd() *cobra.Command {
 		Use:   "restore-table [FILE.mdf | --machine M --volume V --path P] --table [SCHEMA.]NAME --to DSN",
 		Short: "Put one recovered table back into a live SQL Server",
 		Long: `Create a table on a live SQL Server from the schema recovered from a data file
-and copy every row into it: multi-row INSERT statements (1000 rows at most
-each) on one connection, in one transaction, so the new table appears
-complete or not at all. Identity values are kept (IDENTITY_INSERT).
+and copy every row into it, on one connection, in one transaction, so the new
+table appears complete or not at all. Rows go by bulk copy (the TDS bulk load
+go-mssqldb implements, like bcp) when the driver can carry every column
+exactly; tables with an identity column (whose values must be kept, with
+IDENTITY_INSERT), money, smallmoney, sql_variant, xml or CLR columns go by
+multi-row INSERT statements (1000 rows at most each) instead.
 
 The target is --target-table ([SCHEMA.]NAME) in the DSN's database; by default
 the original name with a _restored suffix, in the original schema. An
@@ -63,12 +66,29 @@ The DSN is sqlserver://user:password@host[:port]?database=NAME.`,
 					return err
 				}
 			}
+			bulkCols, bulkOK, why := mssql.BulkColumns(t)
+			method := "bulk copy"
+			var bulk *mssql.Bulk
+			if bulkOK {
+				if bulk, err = cp.BeginBulk(ctx, t, bulkCols, b.Target); err != nil {
+					cp.Rollback()
+					return err
+				}
+			} else {
+				method = "INSERT statements: " + why
+			}
 			res, err := db.ReadTable(ctx, t, func(r *mdf.Row) error {
+				if bulk != nil {
+					return bulk.Add(ctx, r)
+				}
 				if s := b.Add(r); s != "" {
 					return cp.Exec(ctx, s)
 				}
 				return nil
 			})
+			if err == nil && bulk != nil {
+				_, err = bulk.Finish(ctx)
+			}
 			if err == nil {
 				stmts := append([]string{b.Flush()}, b.Finish()...)
 				for _, s := range stmts {
@@ -89,7 +109,7 @@ The DSN is sqlserver://user:password@host[:port]?database=NAME.`,
 			for _, u := range res.Unreadable {
 				fmt.Fprintf(cmd.ErrOrStderr(), "rewind: warning: %s: skipped unreadable data: %v\n", t.FullName(), u)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "restored %s (%d rows) into %s on %s in %s\n", t.FullName(), res.Rows, b.Target, cp.Host, time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(cmd.OutOrStdout(), "restored %s (%d rows) into %s on %s in %s (%s)\n", t.FullName(), res.Rows, b.Target, cp.Host, time.Since(start).Round(time.Millisecond), method)
 			return nil
 		},
 	}

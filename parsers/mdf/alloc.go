@@ -1,9 +1,11 @@
 package mdf
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -44,7 +46,7 @@ func (db *Database) iamChain(ctx context.Context, first PageID) ([]PageID, []err
 // iamChainLimit walks at most limit IAM pages of a chain.
 func (db *Database) iamChainLimit(ctx context.Context, first PageID, limit int) ([]PageID, []error) {
 	var errs []error
-	set := map[PageID]struct{}{}
+	var pages []PageID // may hold duplicates until sorted
 	seen := map[PageID]bool{}
 	for id := first; !id.IsZero(); {
 		if err := ctx.Err(); err != nil {
@@ -78,7 +80,10 @@ func (db *Database) iamChainLimit(ctx context.Context, first PageID, limit int) 
 		for i := 0; i < 8; i++ {
 			sp := parsePageID(hdr[42+6*i:])
 			if !sp.IsZero() {
-				set[sp] = struct{}{}
+				if sp.File == 0 {
+					sp.File = db.fileID
+				}
+				pages = append(pages, sp)
 			}
 		}
 		bm, err := allocRecordData(p, 1)
@@ -98,7 +103,7 @@ func (db *Database) iamChainLimit(ctx context.Context, first PageID, limit int) 
 					for k := uint64(0); k < 8; k++ {
 						pg := ext + k
 						if pg < uint64(db.npage) {
-							set[PageID{File: db.fileID, Page: uint32(pg)}] = struct{}{}
+							pages = append(pages, PageID{File: db.fileID, Page: uint32(pg)})
 						}
 					}
 				}
@@ -106,20 +111,13 @@ func (db *Database) iamChainLimit(ctx context.Context, first PageID, limit int) 
 		}
 		id = p.Header.Next
 	}
-	pages := make([]PageID, 0, len(set))
-	for id := range set {
-		if id.File == 0 {
-			id.File = db.fileID
+	slices.SortFunc(pages, func(a, b PageID) int {
+		if c := cmp.Compare(a.File, b.File); c != 0 {
+			return c
 		}
-		pages = append(pages, id)
-	}
-	sort.Slice(pages, func(i, j int) bool {
-		if pages[i].File != pages[j].File {
-			return pages[i].File < pages[j].File
-		}
-		return pages[i].Page < pages[j].Page
+		return cmp.Compare(a.Page, b.Page)
 	})
-	return pages, errs
+	return slices.Compact(pages), errs
 }
 
 // headerScan reads every page header of the file and returns the pages

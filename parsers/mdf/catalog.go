@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Object ids of the system base tables. sysrowsets has a fixed
@@ -138,8 +139,25 @@ func (s *sysrec) nvar(i int) string {
 // decodeUTF16 decodes UTF-16LE (nchar, nvarchar, ntext, sysname).
 func decodeUTF16(b []byte) string {
 	n := len(b) / 2
-	out := make([]byte, 0, n+n/4)
-	for i := 0; i < n; i++ {
+	if n == 0 {
+		return ""
+	}
+	// ASCII fast path: one allocation, the string's own bytes.
+	ascii := make([]byte, n)
+	i := 0
+	for ; i < n; i++ {
+		c := uint16(b[2*i]) | uint16(b[2*i+1])<<8
+		if c >= 0x80 {
+			break
+		}
+		ascii[i] = byte(c)
+	}
+	if i == n {
+		return unsafe.String(&ascii[0], n)
+	}
+	out := make([]byte, i, i+(n-i)*3)
+	copy(out, ascii[:i])
+	for ; i < n; i++ {
 		c := rune(binary.LittleEndian.Uint16(b[2*i:]))
 		switch {
 		case c < 0x80:
@@ -156,11 +174,12 @@ func decodeUTF16(b []byte) string {
 			out = utf8.AppendRune(out, c)
 		}
 	}
-	return string(out)
+	return unsafe.String(unsafe.SliceData(out), len(out))
 }
 
 // pageRecords calls fn for every live record on a page (and ghosts when
-// ghosts is set). Malformed records are reported through the returned
+// ghosts is set). The *Record passed is reused for the next slot: fn must
+// copy what it keeps. Malformed records are reported through the returned
 // errors; the other records are still passed.
 func pageRecords(p *Page, ghosts bool, fn func(slot int, rec *Record)) []error {
 	var errs []error
@@ -170,6 +189,7 @@ func pageRecords(p *Page, ghosts bool, fn func(slot int, rec *Record)) []error {
 		errs = append(errs, p.errorf(22, "slot count %d too large", n))
 		n = (PageSize - pageHeaderSize) / 2
 	}
+	var rec Record // reused for every slot: fn must not keep it
 	for i := 0; i < n; i++ {
 		off, err := p.slotOffset(i)
 		if err != nil {
@@ -179,15 +199,14 @@ func pageRecords(p *Page, ghosts bool, fn func(slot int, rec *Record)) []error {
 		if off == 0 {
 			continue
 		}
-		rec, err := parseRecord(p.Data[off:end])
-		if err != nil {
+		if err := rec.parse(p.Data[off:end]); err != nil {
 			errs = append(errs, &PageError{Page: p.ID, Offset: int64(p.ID.Page)*PageSize + int64(off), Err: fmt.Errorf("slot %d: %w", i, err)})
 			continue
 		}
 		if rec.IsGhost() && !ghosts {
 			continue
 		}
-		fn(i, rec)
+		fn(i, &rec)
 	}
 	return errs
 }

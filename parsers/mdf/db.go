@@ -128,14 +128,28 @@ func (db *Database) CatalogErrors() []error { return db.catalogErr }
 
 // readPageRaw reads a page without verifying it.
 func (db *Database) readPageRaw(id PageID) (*Page, error) {
+	if err := db.checkPageID(id); err != nil {
+		return nil, err
+	}
+	return db.readPageInto(id, &Page{Data: make([]byte, PageSize)})
+}
+
+// checkPageID checks that page id lies in this file.
+func (db *Database) checkPageID(id PageID) error {
 	if id.File != 0 && db.fileID != 0 && id.File != db.fileID {
-		return nil, &PageError{Page: id, Offset: -1, Err: fmt.Errorf("%w: page is in file %d, only file %d is available", ErrFormat, id.File, db.fileID)}
+		return &PageError{Page: id, Offset: -1, Err: fmt.Errorf("%w: page is in file %d, only file %d is available", ErrFormat, id.File, db.fileID)}
 	}
-	off := int64(id.Page) * PageSize
 	if id.Page >= db.npage {
-		return nil, &PageError{Page: id, Offset: off, Err: fmt.Errorf("%w: page beyond end of file (%d pages)", ErrFormat, db.npage)}
+		return &PageError{Page: id, Offset: int64(id.Page) * PageSize, Err: fmt.Errorf("%w: page beyond end of file (%d pages)", ErrFormat, db.npage)}
 	}
-	buf := make([]byte, PageSize)
+	return nil
+}
+
+// readPageInto reads page id (checked by the caller to lie in the file)
+// into p, reusing p.Data.
+func (db *Database) readPageInto(id PageID, p *Page) (*Page, error) {
+	off := int64(id.Page) * PageSize
+	buf := p.Data[:PageSize]
 	n, err := db.r.ReadAt(buf, off)
 	if n < PageSize {
 		if err == nil || errors.Is(err, io.EOF) {
@@ -143,17 +157,30 @@ func (db *Database) readPageRaw(id PageID) (*Page, error) {
 		}
 		return nil, &PageError{Page: id, Offset: off, Err: err}
 	}
-	return &Page{ID: id, Header: parsePageHeader(buf), Data: buf}, nil
+	*p = Page{ID: id, Header: parsePageHeader(buf), Data: buf}
+	return p, nil
 }
 
 // ReadPage reads and verifies a page. A page that fails its checksum or
 // torn-bit check is returned together with an error (unless
 // IgnoreChecksums is set).
 func (db *Database) ReadPage(id PageID) (*Page, error) {
+	return db.readPageBuf(id, nil)
+}
+
+// readPageBuf is ReadPage reading into buf (a page-sized Page whose Data
+// is reused) when buf is not nil.
+func (db *Database) readPageBuf(id PageID, buf *Page) (*Page, error) {
 	if id.File == 0 {
 		id.File = db.fileID
 	}
-	p, err := db.readPageRaw(id)
+	var p *Page
+	var err error
+	if buf == nil {
+		p, err = db.readPageRaw(id)
+	} else if err = db.checkPageID(id); err == nil {
+		p, err = db.readPageInto(id, buf)
+	}
 	if err != nil {
 		return nil, err
 	}

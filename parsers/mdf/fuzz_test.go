@@ -77,6 +77,11 @@ func FuzzRecord(f *testing.F) {
 		})
 	}
 	f.Add([]byte{0x30, 0x00, 0x08, 0x00, 1, 2, 3, 4, 2, 0, 0, 1, 0, 0x10, 0x80})
+	// Hand-built compressed records (see compress_test.go) and a CI header.
+	f.Add(buildCD(cdRecPrimary, []cdVal{short(0x80, 0x2a), {cd: cdNull}, {cd: cdBitTrue}, short('A', 'B'),
+		{cd: cdLong, data: []byte("Alfreds Futterkiste")}, short(0xc2, 0x1e, 0xdc, 0x20), {cd: cdSymbol, data: []byte{0}}}))
+	f.Add(append([]byte{0x06, 0, 0, 17, 0, 30, 0}, buildCD(cdRecPrimary, []cdVal{{cd: cdNull}, short('A', 'n', 't')})...))
+	f.Add([]byte{0xD6, 0x6C, 0x20, 0x66, 0x6C, 0x69, 0x65, 0xDF, 0x74})
 	types := []struct {
 		typ              uint8
 		length, prec, sc int
@@ -103,11 +108,23 @@ func FuzzRecord(f *testing.F) {
 		copy(page[pageHeaderSize:], rec)
 		file := append(append([]byte(nil), base[:10*PageSize]...), page...)
 		mdb := &Database{r: memFile(file), size: int64(len(file)), npage: uint32(len(file) / PageSize), fileID: 1, opts: Options{IgnoreChecksums: true}}
-		r, err := parseRecord(rec)
-		if err != nil {
-			return
+		lobs := mdb.newLOBReader()
+		// The same bytes as a ROW compressed record, alone and under a
+		// CI record made of the same bytes (PAGE compression).
+		if cr, err := parseCDRecord(rec); err == nil {
+			tb.decodeCDRecord(make([]any, len(tb.Columns)), cr, nil, lobs)
+			pg := &Page{ID: PageID{File: 1, Page: 10}, Data: page}
+			if ci, err := parseCompressionInfo(pg, PageSize); err == nil {
+				tb.decodeCDRecord(make([]any, len(tb.Columns)), cr, ci, lobs)
+			}
 		}
-		tb.decodeRecord(r, mdb.newLOBReader())
+		decodeSCSU(rec)
+		decodeVarDecimal(rec, 4)
+		decodeBinXML(rec)
+		decodeBinXML(append([]byte{0xDF, 0xFF, 0x01, 0xB0, 0x04}, rec...))
+		if r, err := parseRecord(rec); err == nil {
+			tb.decodeRecord(r, lobs)
+		}
 		decodeVariant(rec)
 	})
 }

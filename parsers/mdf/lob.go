@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // LOB structure types (blob fragment records).
@@ -27,6 +28,28 @@ type lobReader struct {
 	visits int
 	limit  int
 	seen   map[RowID]bool // fragments of the value being read
+	buf    *bytes.Buffer  // reused for every value: results are only valid until the next read
+}
+
+// lobBufs recycles LOB assembly buffers between scans.
+var lobBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// buffer returns the reader's reset assembly buffer.
+func (l *lobReader) buffer() *bytes.Buffer {
+	if l.buf == nil {
+		l.buf = lobBufs.Get().(*bytes.Buffer)
+	}
+	l.buf.Reset()
+	return l.buf
+}
+
+// release gives the assembly buffer back for other scans; values read
+// before must not be used any more.
+func (l *lobReader) release() {
+	if l.buf != nil && l.buf.Cap() <= 4<<20 {
+		lobBufs.Put(l.buf)
+	}
+	l.buf = nil
 }
 
 func (db *Database) newLOBReader() *lobReader {
@@ -144,17 +167,18 @@ func (l *lobReader) write(out *bytes.Buffer, b []byte) error {
 }
 
 // textPointer reads a value held through a 16-byte text pointer (text,
-// ntext, image): timestamp (8 bytes) then the root's row id.
+// ntext, image): timestamp (8 bytes) then the root's row id. The bytes
+// returned are valid until the reader's next call.
 func (l *lobReader) textPointer(b []byte) ([]byte, error) {
 	if len(b) != 16 {
 		return nil, fmt.Errorf("%w: text pointer of %d bytes, want 16", ErrFormat, len(b))
 	}
-	var out bytes.Buffer
-	l.seen = map[RowID]bool{}
-	if err := l.read(parseRowID(b[8:16]), &out, 0); err != nil {
+	buf := l.buffer()
+	clear(l.seen)
+	if err := l.read(parseRowID(b[8:16]), buf, 0); err != nil {
 		return nil, err
 	}
-	return out.Bytes(), nil
+	return buf.Bytes(), nil
 }
 
 // errLOBNull reports a text pointer whose root says the value is NULL.
@@ -168,7 +192,8 @@ const (
 )
 
 // complexValue reads a (max) or row-overflow value from its in-row root:
-// 12-byte header then 12-byte links (size, row id).
+// 12-byte header then 12-byte links (size, row id). The bytes returned
+// are valid until the reader's next call.
 func (l *lobReader) complexValue(b []byte) ([]byte, error) {
 	if len(b) < 12 || (len(b)-12)%12 != 0 {
 		return nil, fmt.Errorf("%w: in-row LOB root of %d bytes", ErrFormat, len(b))
@@ -178,12 +203,12 @@ func (l *lobReader) complexValue(b []byte) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("%w: unknown complex column type %d", ErrFormat, b[0])
 	}
-	var out bytes.Buffer
-	l.seen = map[RowID]bool{}
+	buf := l.buffer()
+	clear(l.seen)
 	for o := 12; o+12 <= len(b); o += 12 {
-		if err := l.read(parseRowID(b[o+4:o+12]), &out, 0); err != nil {
+		if err := l.read(parseRowID(b[o+4:o+12]), buf, 0); err != nil {
 			return nil, err
 		}
 	}
-	return out.Bytes(), nil
+	return buf.Bytes(), nil
 }

@@ -60,31 +60,41 @@ func (r *Record) NumVar() int { return len(r.varEnds) / 2 }
 // parseRecord parses a data (or blob) record that starts at b[0]; b runs
 // to the end of the page's record area.
 func parseRecord(b []byte) (*Record, error) {
-	if len(b) < 1 {
-		return nil, fmt.Errorf("%w: empty record", ErrFormat)
+	r := new(Record)
+	if err := r.parse(b); err != nil {
+		return nil, err
 	}
-	r := &Record{Data: b, StatusA: b[0], Type: int(b[0]>>1) & 7}
+	return r, nil
+}
+
+// parse fills r from the record starting at b[0], overwriting every field
+// (so one Record can be reused for every slot of a page).
+func (r *Record) parse(b []byte) error {
+	if len(b) < 1 {
+		return fmt.Errorf("%w: empty record", ErrFormat)
+	}
+	*r = Record{Data: b, StatusA: b[0], Type: int(b[0]>>1) & 7}
 	if r.Type == RecForwarding {
 		if len(b) < 9 {
-			return nil, fmt.Errorf("%w: forwarding stub truncated (%d bytes)", ErrFormat, len(b))
+			return fmt.Errorf("%w: forwarding stub truncated (%d bytes)", ErrFormat, len(b))
 		}
 		r.Forward = parseRowID(b[1:9])
 		r.Length = 9
-		return r, nil
+		return nil
 	}
 	if len(b) < 4 {
-		return nil, fmt.Errorf("%w: record header truncated (%d bytes)", ErrFormat, len(b))
+		return fmt.Errorf("%w: record header truncated (%d bytes)", ErrFormat, len(b))
 	}
 	r.StatusB = b[1]
 	r.FixedEnd = int(binary.LittleEndian.Uint16(b[2:4]))
 	if r.FixedEnd < 4 || r.FixedEnd > len(b) {
-		return nil, fmt.Errorf("%w: fixed-length end %d outside record (room %d)", ErrFormat, r.FixedEnd, len(b))
+		return fmt.Errorf("%w: fixed-length end %d outside record (room %d)", ErrFormat, r.FixedEnd, len(b))
 	}
 	if r.Type == RecBlobFragment {
 		// LOB fragments store their length where data records store the
 		// end of the fixed part, and have nothing after it.
 		r.Length = r.FixedEnd
-		return r, nil
+		return nil
 	}
 	pos := r.FixedEnd
 	if r.StatusA&statusHasNullBitmap == 0 && r.StatusA&statusHasVarCols == 0 {
@@ -93,17 +103,17 @@ func parseRecord(b []byte) (*Record, error) {
 		if r.HasVersioning() {
 			r.Length += versioningTagSize
 		}
-		return r, nil
+		return nil
 	}
 	if pos+2 > len(b) {
-		return nil, fmt.Errorf("%w: column count at %d outside record", ErrFormat, pos)
+		return fmt.Errorf("%w: column count at %d outside record", ErrFormat, pos)
 	}
 	r.NumCols = int(binary.LittleEndian.Uint16(b[pos:]))
 	pos += 2
 	if r.StatusA&statusHasNullBitmap != 0 {
 		n := (r.NumCols + 7) / 8
 		if pos+n > len(b) {
-			return nil, fmt.Errorf("%w: null bitmap (%d columns) runs past record", ErrFormat, r.NumCols)
+			return fmt.Errorf("%w: null bitmap (%d columns) runs past record", ErrFormat, r.NumCols)
 		}
 		r.nullBitmap = b[pos : pos+n]
 		pos += n
@@ -111,12 +121,12 @@ func parseRecord(b []byte) (*Record, error) {
 	r.varStart = pos
 	if r.StatusA&statusHasVarCols != 0 {
 		if pos+2 > len(b) {
-			return nil, fmt.Errorf("%w: variable column count at %d outside record", ErrFormat, pos)
+			return fmt.Errorf("%w: variable column count at %d outside record", ErrFormat, pos)
 		}
 		nv := int(binary.LittleEndian.Uint16(b[pos:]))
 		pos += 2
 		if pos+2*nv > len(b) {
-			return nil, fmt.Errorf("%w: %d variable column offsets run past record", ErrFormat, nv)
+			return fmt.Errorf("%w: %d variable column offsets run past record", ErrFormat, nv)
 		}
 		r.varEnds = b[pos : pos+2*nv]
 		pos += 2 * nv
@@ -129,13 +139,13 @@ func parseRecord(b []byte) (*Record, error) {
 		}
 	}
 	if pos > len(b) {
-		return nil, fmt.Errorf("%w: variable data ends at %d past record room %d", ErrFormat, pos, len(b))
+		return fmt.Errorf("%w: variable data ends at %d past record room %d", ErrFormat, pos, len(b))
 	}
 	r.Length = pos
 	if r.HasVersioning() {
 		r.Length += versioningTagSize
 	}
-	return r, nil
+	return nil
 }
 
 // IsNull reports whether the null bitmap marks column bit i (0-based) null.

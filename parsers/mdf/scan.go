@@ -101,14 +101,19 @@ func (db *Database) tablePages(ctx context.Context, t *Table, au *AllocUnit, res
 	}
 	ordered := make([]PageID, 0, len(pages))
 	done := map[PageID]bool{}
+	// Only the headers are read here (the pages are verified when scanned).
+	var hdr [pageHeaderSize]byte
 	for id := au.First; in[id] && !done[id]; {
-		p, err := db.ReadPage(id)
-		if err != nil || p.Header.Type != PageTypeData || !p.Header.BelongsTo(au.ID) || p.Header.Level != 0 {
+		if _, err := db.r.ReadAt(hdr[:], int64(id.Page)*PageSize); err != nil {
+			break
+		}
+		h := parsePageHeader(hdr[:])
+		if h.HeaderVersion != 1 || h.This != id || h.Type != PageTypeData || !h.BelongsTo(au.ID) || h.Level != 0 {
 			break
 		}
 		done[id] = true
 		ordered = append(ordered, id)
-		id = p.Header.Next
+		id = h.Next
 		if id.File == 0 {
 			break
 		}
@@ -124,12 +129,14 @@ func (db *Database) tablePages(ctx context.Context, t *Table, au *AllocUnit, res
 func (db *Database) scan(ctx context.Context, t *Table, decode bool, fn func(*Row) error) (*ScanResult, error) {
 	res := &ScanResult{}
 	lobs := db.newLOBReader()
+	defer lobs.release()
+	pbuf := &Page{Data: make([]byte, PageSize)} // reused for every data page
 	for _, part := range t.Partitions {
 		au := part.InRow
 		if au == nil {
 			continue
 		}
-		if part.Compression != 0 {
+		if part.Compression > 2 {
 			res.Unreadable = append(res.Unreadable, fmt.Errorf("table %s partition %d uses %s compression, which this reader does not decode", t.FullName(), part.Number, compressionName(part.Compression)))
 			continue
 		}
@@ -137,7 +144,7 @@ func (db *Database) scan(ctx context.Context, t *Table, decode bool, fn func(*Ro
 		seen := make(map[PageID]bool, len(pages))
 		for _, id := range pages {
 			seen[id] = true
-			if err := db.scanPage(ctx, t, au, id, false, decode, lobs, fn, res); err != nil {
+			if err := db.scanPage(ctx, t, au, part.Compression, id, false, decode, lobs, pbuf, fn, res); err != nil {
 				return res, err
 			}
 		}
@@ -149,7 +156,7 @@ func (db *Database) scan(ctx context.Context, t *Table, decode bool, fn func(*Ro
 				if seen[id] {
 					continue
 				}
-				if err := db.scanPage(ctx, t, au, id, true, decode, lobs, fn, res); err != nil {
+				if err := db.scanPage(ctx, t, au, part.Compression, id, true, decode, lobs, pbuf, fn, res); err != nil {
 					return res, err
 				}
 			}
@@ -173,7 +180,7 @@ func compressionName(c int) string {
 // scanPage reads one candidate data page of au. With dealloc set the page
 // is outside the allocation unit's IAM chain: it is silently skipped
 // unless its header claims it for au, and its rows are deleted rows.
-func (db *Database) scanPage(ctx context.Context, t *Table, au *AllocUnit, id PageID, dealloc, decode bool, lobs *lobReader, fn func(*Row) error, res *ScanResult) error {
+func (db *Database) scanPage(ctx context.Context, t *Table, au *AllocUnit, compression int, id PageID, dealloc, decode bool, lobs *lobReader, pbuf *Page, fn func(*Row) error, res *ScanResult) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -188,7 +195,7 @@ func (db *Database) scanPage(ctx context.Context, t *Table, au *AllocUnit, id Pa
 			return nil
 		}
 	}
-	p, err := db.ReadPage(id)
+	p, err := db.readPageBuf(id, pbuf)
 	if p != nil && p.Verify.Unused() {
 		return nil
 	}
@@ -201,15 +208,33 @@ func (db *Database) scanPage(ctx context.Context, t *Table, au *AllocUnit, id Pa
 	}
 	res.Pages++
 	res.BytesRead += PageSize
+	if compression == 1 || compression == 2 {
+		return db.scanCDPage(t, p, compression, dealloc, decode, lobs, fn, res)
+	}
+	// Rows and their value slices are carved from one allocation per page
+	// (each row keeps its own, never reused, part).
+	var rows []Row
+	var vals []any
+	ncol := len(t.Columns)
 	errs := pageRecords(p, db.opts.IncludeDeleted, func(slot int, rec *Record) {
 		switch rec.Type {
 		case RecPrimary, RecForwarded, RecGhostData:
 		default:
 			return // forwarding stubs (the forwarded record is read where it lies), index records
 		}
-		row := &Row{RID: RowID{PageID: id, Slot: uint16(slot)}, Deleted: dealloc || rec.IsGhost()}
+		if len(rows) == cap(rows) {
+			n := max(int(p.Header.SlotCount)-slot, 1)
+			rows = make([]Row, 0, n)
+			if decode {
+				vals = make([]any, n*ncol)
+			}
+		}
+		rows = append(rows, Row{RID: RowID{PageID: id, Slot: uint16(slot)}, Deleted: dealloc || rec.IsGhost()})
+		row := &rows[len(rows)-1]
 		if decode {
-			row.Values, row.Errors = t.decodeRecord(rec, lobs)
+			v := vals[:ncol:ncol]
+			vals = vals[ncol:]
+			row.Values, row.Errors = t.decodeRecordInto(v, rec, lobs)
 			res.ColumnFails += int64(len(row.Errors))
 		}
 		res.Rows++
@@ -226,7 +251,11 @@ func (db *Database) scanPage(ctx context.Context, t *Table, au *AllocUnit, id Pa
 
 // decodeRecord decodes every column of a data record.
 func (t *Table) decodeRecord(rec *Record, lobs *lobReader) ([]any, []error) {
-	vals := make([]any, len(t.Columns))
+	return t.decodeRecordInto(make([]any, len(t.Columns)), rec, lobs)
+}
+
+// decodeRecordInto is decodeRecord filling vals (len(t.Columns) entries).
+func (t *Table) decodeRecordInto(vals []any, rec *Record, lobs *lobReader) ([]any, []error) {
 	var errs []error
 	for i, c := range t.Columns {
 		v, err := t.decodeColumn(c, rec, lobs)
@@ -240,6 +269,9 @@ func (t *Table) decodeRecord(rec *Record, lobs *lobReader) ([]any, []error) {
 }
 
 func (t *Table) decodeColumn(c *Column, rec *Record, lobs *lobReader) (any, error) {
+	if c.Sparse {
+		return t.decodeSparse(c, rec)
+	}
 	if !c.stored {
 		return nil, nil
 	}

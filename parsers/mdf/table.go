@@ -193,6 +193,11 @@ type Table struct {
 	Partitions []*Partition
 
 	db *Database
+	// sparse is set when some columns are sparse; claimedVar then marks
+	// the variable column slots regular columns use (the sparse vector is
+	// the complex one left over).
+	sparse     bool
+	claimedVar map[int]bool
 }
 
 // FullName returns schema.name.
@@ -280,6 +285,7 @@ func (db *Database) buildTables() {
 			t.Partitions = append(t.Partitions, pt)
 		}
 		db.buildColumns(t)
+		t.markSparse()
 		db.tables = append(db.tables, t)
 	}
 	sort.Slice(db.tables, func(i, j int) bool {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"math/bits"
 	"strings"
 	"time"
 )
@@ -97,6 +98,8 @@ type Variant struct {
 var (
 	epoch1900 = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
 	epoch0001 = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+	unix1900  = epoch1900.Unix()
+	unix0001  = epoch0001.Unix()
 )
 
 // decodeFixed decodes a fixed-length value of the given type from b (which
@@ -119,9 +122,9 @@ func decodeFixed(c *Column, b []byte) (any, error) {
 		}
 		return math.Float64frombits(binary.LittleEndian.Uint64(b)), nil
 	case TypeMoney:
-		return Decimal{Unscaled: big.NewInt(int64(binary.LittleEndian.Uint64(b))), Scale: 4}, nil
+		return smallDecimal(int64(binary.LittleEndian.Uint64(b)), 4), nil
 	case TypeSmallMoney:
-		return Decimal{Unscaled: big.NewInt(int64(int32(binary.LittleEndian.Uint32(b)))), Scale: 4}, nil
+		return smallDecimal(int64(int32(binary.LittleEndian.Uint32(b))), 4), nil
 	case TypeDecimal, TypeNumeric:
 		return decodeDecimal(b, c.Scale)
 	case TypeDateTime:
@@ -129,23 +132,23 @@ func decodeFixed(c *Column, b []byte) (any, error) {
 		days := int64(int32(binary.LittleEndian.Uint32(b[4:8])))
 		// 1/300 s ticks, rounded to milliseconds as SQL Server shows them.
 		ms := (ticks*10 + 1) / 3
-		return epoch1900.AddDate(0, 0, int(days)).Add(time.Duration(ms) * time.Millisecond), nil
+		return time.Unix(unix1900+days*86400+ms/1000, ms%1000*1e6).UTC(), nil
 	case TypeSmallDateTime:
 		mins := int64(binary.LittleEndian.Uint16(b[0:2]))
 		days := int(binary.LittleEndian.Uint16(b[2:4]))
-		return epoch1900.AddDate(0, 0, days).Add(time.Duration(mins) * time.Minute), nil
+		return time.Unix(unix1900+int64(days)*86400+mins*60, 0).UTC(), nil
 	case TypeDate:
-		return epoch0001.AddDate(0, 0, int(uint24(b))), nil
+		return dayTime(unix0001, int64(uint24(b)), 0), nil
 	case TypeTime:
 		return TimeOfDay{D: timeValue(b, c.Scale), Scale: c.Scale}, nil
 	case TypeDateTime2:
 		n := len(b) - 3
 		d := timeValue(b[:n], c.Scale)
-		return epoch0001.AddDate(0, 0, int(uint24(b[n:]))).Add(d), nil
+		return dayTime(unix0001, int64(uint24(b[n:])), d), nil
 	case TypeDateTimeOffset:
 		n := len(b) - 5
 		d := timeValue(b[:n], c.Scale)
-		utc := epoch0001.AddDate(0, 0, int(uint24(b[n:n+3]))).Add(d)
+		utc := dayTime(unix0001, int64(uint24(b[n:n+3])), d)
 		off := int(int16(binary.LittleEndian.Uint16(b[n+3:])))
 		return utc.In(time.FixedZone(offsetName(off), off*60)), nil
 	case TypeBit:
@@ -162,6 +165,12 @@ func decodeFixed(c *Column, b []byte) (any, error) {
 		return append([]byte(nil), b...), nil
 	}
 	return nil, fmt.Errorf("%w: no fixed-length decoder for type %s", ErrFormat, TypeName(c.TypeID))
+}
+
+// dayTime returns the UTC time days days and d after the Unix time epoch
+// (cheaper than time.AddDate, exact for the whole 0001-9999 range).
+func dayTime(epoch, days int64, d time.Duration) time.Time {
+	return time.Unix(epoch+days*86400+int64(d/time.Second), int64(d%time.Second)).UTC()
 }
 
 func offsetName(min int) string {
@@ -192,9 +201,36 @@ func timeValue(b []byte, scale int) time.Duration {
 	return time.Duration(v * mul)
 }
 
+// smallDecimal builds a Decimal from an int64 with one allocation (the
+// big.Int and its words together).
+func smallDecimal(v int64, scale int) Decimal {
+	type box struct {
+		i big.Int
+		w [64 / bits.UintSize]big.Word
+	}
+	x := new(box)
+	x.i.SetBits(x.w[:0])
+	x.i.SetInt64(v)
+	return Decimal{Unscaled: &x.i, Scale: scale}
+}
+
 func decodeDecimal(b []byte, scale int) (any, error) {
 	if len(b) < 1 {
 		return nil, fmt.Errorf("%w: empty decimal", ErrFormat)
+	}
+	if len(b) <= 9 {
+		// Up to 8 magnitude bytes: 64-bit path without the byte reversal.
+		var u uint64
+		for i := len(b) - 1; i >= 1; i-- {
+			u = u<<8 | uint64(b[i])
+		}
+		if u <= math.MaxInt64 {
+			v := int64(u)
+			if b[0] == 0 {
+				v = -v
+			}
+			return smallDecimal(v, scale), nil
+		}
 	}
 	mag := make([]byte, len(b)-1)
 	for i := range mag { // little-endian to big-endian
@@ -219,8 +255,11 @@ func decodeVarInline(c *Column, b []byte) (any, error) {
 	case TypeNVarChar, TypeNChar, TypeNText:
 		return decodeUTF16(b), nil
 	case TypeXML:
-		// SQL Server stores xml in its binary XML format, which this
-		// reader does not decode: the stored bytes are returned.
+		// SQL Server stores xml in its binary XML format: decoded to
+		// text; a value this decoder cannot read keeps its stored bytes.
+		if s, err := decodeBinXML(b); err == nil {
+			return s, nil
+		}
 		return append([]byte(nil), b...), nil
 	case TypeSQLVariant:
 		return decodeVariant(b)
