@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"io"
 	"mime"
@@ -14,139 +13,14 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rewind-cdp/rewind/parsers/mapi"
 	"github.com/rewind-cdp/rewind/test/testenv"
 )
 
-func fid(n byte) []byte {
-	b := make([]byte, 26)
-	b[0], b[1] = 1, 0
-	b[25] = n
-	return b
-}
-
-func blob(t testing.TB, props ...mapi.Property) []byte {
-	t.Helper()
-	b, err := mapi.EncodeStoreBlob(props)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func str(id uint16, s string) mapi.Property {
-	return mapi.Property{Tag: mapi.Tag(id, mapi.PtypString), Value: s}
-}
-
-func recip(t testing.TB, typ int32, name, smtp string) []byte {
-	return blob(t, mapi.Property{Tag: mapi.Tag(mapi.PidTagRecipientType, mapi.PtypInteger32), Value: typ},
-		str(mapi.PidTagDisplayName, name), str(mapi.PidTagSmtpAddress, smtp),
-		str(mapi.PidTagAddressType, "SMTP"))
-}
-
-func utf16le(s string) []byte {
-	var b []byte
-	for _, r := range s {
-		b = append(b, byte(r), byte(r>>8))
-	}
-	return b
-}
-
-// rtfHello is the compressed RTF example of [MS-OXRTFCP] 4.1.
-var rtfHello, _ = hex.DecodeString(strings.Join(strings.Fields(`2d 00 00 00 2b 00 00 00 4c 5a 46 75 f1 c5 c7 a7
-	03 00 0a 00 72 63 70 67 31 32 35 42 32 0a f3 20 68 65 6c 09 00 20 62 77 05 b0 6c 64 7d 0a 80 0f a0`), ""))
-
-var (
-	t1 = time.Date(2026, 10, 5, 8, 30, 0, 0, time.UTC)
-	t2 = time.Date(2026, 10, 6, 17, 45, 0, 0, time.UTC)
-	t3 = time.Date(2026, 10, 7, 9, 0, 0, 0, time.UTC)
-)
-
-var pdf = append([]byte("%PDF-1.4\n"), bytes.Repeat([]byte{0, 0xff, 0x80, '\r'}, 200)...)
-
-// fakeStore builds the tables of a small Exchange 2013+ database: two
-// mailboxes with per-mailbox Folder_N, Message_N and Attachment_N tables.
-func fakeStore(t testing.TB) *MemSource {
-	s := &MemSource{}
-	s.Add("MSysObjects", map[string]any{"Name": "x"})
-	s.Add("Mailbox", map[string]any{"MailboxNumber": int64(101), "MailboxPartitionNumber": int64(101),
-		"DisplayName": "Alice Smith", "MailboxOwnerDisplayName": "Alice Smith", "MessageCount": int64(3),
-		"MailboxGuid": []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}})
-	s.Add("Mailbox", map[string]any{"MailboxNumber": int64(102), "MailboxPartitionNumber": int64(102),
-		"DisplayName": nil, "MailboxOwnerDisplayName": "Bob Jones", "MessageCount": int64(1)})
-
-	// Folders of mailbox 101: root > Top of Information Store > Inbox > Projects, Sent Items.
-	for _, f := range []struct {
-		id, parent byte
-		name       string
-	}{{1, 0, ""}, {2, 1, "Top of Information Store"}, {3, 2, "Inbox"}, {4, 3, "Projects/2026"}, {5, 2, "Sent Items"}} {
-		row := map[string]any{"MailboxPartitionNumber": int64(101), "FolderId": fid(f.id), "DisplayName": f.name}
-		if f.parent != 0 {
-			row["ParentFolderId"] = fid(f.parent)
-		}
-		s.Add("Folder_101", row)
-	}
-	s.Add("Folder_102", map[string]any{"MailboxPartitionNumber": int64(102), "FolderId": fid(1), "DisplayName": ""})
-	s.Add("Folder_102", map[string]any{"MailboxPartitionNumber": int64(102), "FolderId": fid(9), "ParentFolderId": fid(1), "DisplayName": "Inbox"})
-
-	// 1: HTML body in NativeBody, recipients, two attachments.
-	s.Add("Message_101", map[string]any{
-		"MailboxPartitionNumber": int64(101), "MessageDocumentId": int64(1), "FolderId": fid(3),
-		"DateReceived": t1, "DateSent": t1.Add(-time.Minute), "IsHidden": false, "HasAttachments": true,
-		"MessageClass": "IPM.Note", "DisplayTo": "Bob Jones; Carol", "Size": int64(4096),
-		"PropertyBlob": blob(t,
-			str(mapi.PidTagSubject, "Budget 2027 – draft"),
-			str(mapi.PidTagSenderName, "Zoë Müller"), str(mapi.PidTagSenderSmtpAddress, "zoe@example.com"),
-			str(mapi.PidTagInternetMessageId, "<budget.1@example.com>")),
-		"RecipientList": [][]byte{recip(t, 1, "Bob Jones", "bob@example.com"), recip(t, 1, "Carol", "carol@example.org"), recip(t, 2, "Dave", "dave@example.net")},
-		"NativeBody":    []byte("<html><body><p>Numbers attached.</p></body></html>"), "BodyType": int64(3), "CodePage": int64(65001),
-		"SubobjectsBlob": mapi.EncodeSubobjects([]mapi.Subobject{{Child: 0, Inid: 7}, {Child: 1, Inid: 8}}),
-	})
-	// 2: compressed RTF body, subject from SubjectPrefix + NormalizedSubject, off-page blob.
-	s.Add("Message_101", map[string]any{
-		"MailboxPartitionNumber": int64(101), "MessageDocumentId": int64(2), "FolderId": fid(4),
-		"DateReceived": t2, "IsHidden": false, "SubjectPrefix": "RE: ",
-		"PropertyBlob": blob(t, str(mapi.PidTagNormalizedSubject, "Project plan"),
-			str(mapi.PidTagSenderName, "Bob Jones"), str(mapi.PidTagSenderSmtpAddress, "bob@example.com"),
-			mapi.Property{Tag: mapi.Tag(mapi.PidTagInternetMessageId, mapi.PtypString), Ref: true}),
-		"OffPagePropertyBlob": blob(t, str(mapi.PidTagInternetMessageId, "<plan.2@example.com>")),
-		"RecipientList":       [][]byte{recip(t, 1, "Alice Smith", "alice@example.com")},
-		"NativeBody":          rtfHello, "BodyType": int64(2),
-	})
-	// 3: hidden (folder-associated) item: never listed.
-	s.Add("Message_101", map[string]any{
-		"MailboxPartitionNumber": int64(101), "MessageDocumentId": int64(3), "FolderId": fid(3),
-		"IsHidden": true, "MessageClass": "IPM.Configuration.OWA.UserOptions",
-		"PropertyBlob": blob(t, str(mapi.PidTagSubject, "config")),
-	})
-	// 4: UTF-16 plain text body, non-ASCII subject, no recipient table.
-	s.Add("Message_101", map[string]any{
-		"MailboxPartitionNumber": int64(101), "MessageDocumentId": int64(4), "FolderId": fid(5),
-		"DateSent": t3, "DisplayTo": "Frank",
-		"PropertyBlob": blob(t, str(mapi.PidTagSubject, "Réunion: ordre du jour"),
-			str(mapi.PidTagSenderName, "Alice Smith"), str(mapi.PidTagSenderSmtpAddress, "alice@example.com")),
-		"NativeBody": utf16le("Bonjour,\r\nà demain.\r\n"), "BodyType": int64(1),
-	})
-	s.Add("Attachment_101", map[string]any{"MailboxPartitionNumber": int64(101), "Inid": int64(8),
-		"Name": "notes été.txt", "Content": []byte("line 1\nline 2\n")})
-	s.Add("Attachment_101", map[string]any{"MailboxPartitionNumber": int64(101), "Inid": int64(7),
-		"Name": "budget.pdf", "ContentType": "application/pdf", "Content": pdf})
-	s.Add("Attachment_101", map[string]any{"MailboxPartitionNumber": int64(101), "Inid": int64(99),
-		"Name": "orphan.bin", "Content": []byte{1}})
-
-	s.Add("Message_102", map[string]any{
-		"MailboxPartitionNumber": int64(102), "MessageDocumentId": int64(1), "FolderId": fid(9),
-		"DateReceived": t1, "PropertyBlob": blob(t, str(mapi.PidTagSubject, "Bob's only message")),
-		"NativeBody": []byte("hi"), "BodyType": int64(1),
-	})
-	return s
-}
-
 func TestMailboxesAndFolders(t *testing.T) {
 	ctx := context.Background()
-	db, err := OpenSource(ctx, fakeStore(t))
+	db, err := OpenSource(ctx, SampleStore())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +57,7 @@ func TestMailboxesAndFolders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(msgs) != 1 || msgs[0].Subject != "Budget 2027 – draft" || !msgs[0].Date().Equal(t1) || msgs[0].From.Email != "zoe@example.com" {
+	if len(msgs) != 1 || msgs[0].Subject != "Budget 2027 – draft" || !msgs[0].Date().Equal(SampleT1) || msgs[0].From.Email != "zoe@example.com" {
 		t.Fatalf("inbox messages %+v", msgs)
 	}
 	if n := msgs[0].FileName(); n != "2026-10-05 0830 Budget 2027 – draft.eml" {
@@ -266,7 +140,7 @@ func readEML(t *testing.T, raw []byte) parsedMail {
 
 func TestItemsToEML(t *testing.T) {
 	ctx := context.Background()
-	db, err := OpenSource(ctx, fakeStore(t))
+	db, err := OpenSource(ctx, SampleStore())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,13 +174,13 @@ func TestItemsToEML(t *testing.T) {
 	subj, _ := new(mime.WordDecoder).DecodeHeader(p.hdr.Get("Subject"))
 	date, _ := p.hdr.Date()
 	if from == nil || from.Name != "Zoë Müller" || from.Address != "zoe@example.com" || len(to) != 2 || to[1].Address != "carol@example.org" ||
-		len(cc) != 1 || cc[0].Name != "Dave" || subj != "Budget 2027 – draft" || !date.Equal(t1) || p.hdr.Get("Message-Id") != "<budget.1@example.com>" {
+		len(cc) != 1 || cc[0].Name != "Dave" || subj != "Budget 2027 – draft" || !date.Equal(SampleT1) || p.hdr.Get("Message-Id") != "<budget.1@example.com>" {
 		t.Errorf("message 1 headers: %v", p.hdr)
 	}
 	if p.html != "<html><body><p>Numbers attached.</p></body></html>" {
 		t.Errorf("message 1 html %q", p.html)
 	}
-	if !bytes.Equal(p.attachments["budget.pdf"], pdf) || string(p.attachments["notes été.txt"]) != "line 1\nline 2\n" || len(p.attachments) != 2 {
+	if !bytes.Equal(p.attachments["budget.pdf"], SamplePDF) || string(p.attachments["notes été.txt"]) != "line 1\nline 2\n" || len(p.attachments) != 2 {
 		t.Errorf("message 1 attachments: %d", len(p.attachments))
 	}
 	if f := p.hdr.Get("X-Rewind-Folder"); f != "Top of Information Store/Inbox" {
@@ -322,7 +196,7 @@ func TestItemsToEML(t *testing.T) {
 	p = readEML(t, got[4])
 	subj, _ = new(mime.WordDecoder).DecodeHeader(p.hdr.Get("Subject"))
 	date, _ = p.hdr.Date()
-	if subj != "Réunion: ordre du jour" || p.text != "Bonjour,\r\nà demain.\r\n" || !date.Equal(t3) || !strings.Contains(p.hdr.Get("To"), "Frank") {
+	if subj != "Réunion: ordre du jour" || p.text != "Bonjour,\r\nà demain.\r\n" || !date.Equal(SampleT3) || !strings.Contains(p.hdr.Get("To"), "Frank") {
 		t.Errorf("message 4: subject %q text %q date %v to %q", subj, p.text, date, p.hdr.Get("To"))
 	}
 
@@ -348,7 +222,7 @@ func TestSharedTables(t *testing.T) {
 		s.Add("Folder", map[string]any{"MailboxPartitionNumber": mb, "FolderId": fid(1), "DisplayName": ""})
 		s.Add("Folder", map[string]any{"MailboxPartitionNumber": mb, "FolderId": fid(2), "ParentFolderId": fid(1), "DisplayName": "Inbox"})
 		s.Add("Message", map[string]any{"MailboxPartitionNumber": mb, "MessageDocumentId": int64(1), "FolderId": fid(2),
-			"PropertyBlob": blob(t, str(mapi.PidTagSubject, "for "+string(rune('A'+mb-1))))})
+			"PropertyBlob": blob(str(mapi.PidTagSubject, "for "+string(rune('A'+mb-1))))})
 	}
 	ctx := context.Background()
 	db, err := OpenSource(ctx, s)
@@ -383,7 +257,7 @@ func TestNotExchange(t *testing.T) {
 }
 
 func TestColumnErrorsSurface(t *testing.T) {
-	s := fakeStore(t)
+	s := SampleStore()
 	s.Tables["Message_101"].Rows[0]["PropertyBlob"] = errors.New("page 77: checksum mismatch")
 	ctx := context.Background()
 	db, _ := OpenSource(ctx, s)
@@ -395,9 +269,9 @@ func TestColumnErrorsSurface(t *testing.T) {
 }
 
 func TestFileNames(t *testing.T) {
-	a := &Message{DocID: 1, Subject: `a/b: "c"?`, Received: t1}
-	b := &Message{DocID: 2, Subject: `a/b: "c"?`, Received: t1}
-	c := &Message{DocID: 3, Subject: " \x01..", Received: t1}
+	a := &Message{DocID: 1, Subject: `a/b: "c"?`, Received: SampleT1}
+	b := &Message{DocID: 2, Subject: `a/b: "c"?`, Received: SampleT1}
+	c := &Message{DocID: 3, Subject: " \x01..", Received: SampleT1}
 	names := FileNames([]*Message{a, b, c})
 	if names[a] != "2026-10-05 0830 a_b_ _c__ [1].eml" || names[b] != "2026-10-05 0830 a_b_ _c__ [2].eml" || names[c] != "2026-10-05 0830 (no subject).eml" {
 		t.Fatalf("%q %q %q", names[a], names[b], names[c])
