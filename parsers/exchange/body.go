@@ -10,10 +10,12 @@ import (
 	"github.com/rewind-cdp/rewind/parsers/rtfex"
 )
 
-// Body formats of the NativeBody column. The values are those of
-// PidTagNativeBody ([MS-OXPROPS] 2.795: 1 plain text, 2 RTF, 3 HTML, 4
-// clear-signed); that the store's BodyType column uses the same values is
-// inferred.
+// Body formats of the NativeBody column. The store maps its BodyType
+// column to an internal 16-bit NativeBodyType property (as its property
+// mapping code shows); that it takes the values of PidTagNativeBody
+// ([MS-OXPROPS]: 1 plain text, 2 RTF, 3 HTML, 4 clear-signed) is
+// inferred. The content is therefore sniffed too (sniffBody): a compressed
+// RTF header or HTML markup wins over the column.
 const (
 	bodyPlain = 1
 	bodyRTF   = 2
@@ -50,7 +52,7 @@ func decodeBody(props []mapi.Property, native []byte, bodyType, codepage int64) 
 	}
 	if len(native) > 0 {
 		native = unpackNative(native, bodyType)
-		switch bodyType {
+		switch sniffBody(native, bodyType) {
 		case bodyHTML:
 			if b.html == "" {
 				b.html = decodeCharset(native, codepage)
@@ -157,4 +159,20 @@ func decodeCharset(b []byte, codepage int64) string {
 		}
 	}
 	return sb.String()
+}
+
+// sniffBody tells the format of a NativeBody value from its content where
+// the content is unambiguous, else trusts the BodyType column.
+func sniffBody(b []byte, bodyType int64) int64 {
+	if h, err := rtfcp.ParseHeader(b); err == nil && int64(h.CompSize)+4 <= int64(len(b)) {
+		return bodyRTF
+	}
+	head := strings.ToLower(strings.TrimSpace(string(b[:min(len(b), 512)])))
+	if strings.HasPrefix(head, "<!doctype html") || strings.HasPrefix(head, "<html") || strings.Contains(head, "<body") {
+		return bodyHTML
+	}
+	if bodyType == bodyRTF {
+		return bodyPlain // no compressed RTF header: not RTF, whatever the column says
+	}
+	return bodyType
 }

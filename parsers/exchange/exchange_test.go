@@ -280,3 +280,42 @@ func TestFileNames(t *testing.T) {
 		t.Fatal("SafeName")
 	}
 }
+
+func TestBodySniffing(t *testing.T) {
+	cases := []struct {
+		native     []byte
+		bodyType   int64
+		text, html string
+	}{
+		{[]byte("<html><body>x</body></html>"), bodyPlain, "", "<html><body>x</body></html>"},
+		{rtfHello, bodyPlain, "hello world", ""},
+		{[]byte("just text"), bodyRTF, "just text", ""},
+		{utf16le("héllo"), 0, "héllo", ""},
+		{[]byte("caf\xe9"), bodyPlain, "café", ""}, // Windows-1252
+	}
+	for _, c := range cases {
+		b := decodeBody(nil, c.native, c.bodyType, 0)
+		if b.text != c.text || b.html != c.html {
+			t.Errorf("%q (type %d): text %q html %q", c.native, c.bodyType, b.text, b.html)
+		}
+	}
+	// Bodies kept in the property blob (Exchange 2010) win over NativeBody.
+	props := []mapi.Property{
+		str(mapi.PidTagBody, "blob text"),
+		{Tag: mapi.Tag(mapi.PidTagHtml, mapi.PtypBinary), Value: []byte("<p>blob</p>")},
+	}
+	if b := decodeBody(props, []byte("native"), bodyPlain, 65001); b.text != "blob text" || b.html != "<p>blob</p>" {
+		t.Errorf("blob bodies: %q %q", b.text, b.html)
+	}
+}
+
+func FuzzBody(f *testing.F) {
+	f.Add(rtfHello, int64(2))
+	f.Add([]byte("<html>x</html>"), int64(3))
+	f.Add([]byte{0x18, 0x10, 0, 'a', 'b'}, int64(1))
+	f.Fuzz(func(t *testing.T, b []byte, typ int64) {
+		_ = decodeBody(nil, b, typ, 0)
+		_, _, _ = recipients([][]byte{b})
+		_, _ = mapi.ParseSubobjects(b)
+	})
+}
