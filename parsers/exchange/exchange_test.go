@@ -319,3 +319,23 @@ func FuzzBody(f *testing.F) {
 		_, _ = mapi.ParseSubobjects(b)
 	})
 }
+
+func TestMergeProps(t *testing.T) {
+	on := blob(str(mapi.PidTagSubject, "on page"), mapi.Property{Tag: mapi.Tag(mapi.PidTagBody, mapi.PtypString), Ref: true},
+		mapi.Property{Tag: mapi.Tag(mapi.PidTagHtml, mapi.PtypBinary), Ref: true})
+	off := blob(str(mapi.PidTagSubject, "off page"), str(mapi.PidTagBody, "body from off-page"))
+	large := blob(mapi.Property{Tag: mapi.Tag(mapi.PidTagHtml, mapi.PtypBinary), Value: []byte("<p>large</p>")})
+	props := mergeProps(on, off, large)
+	if s := propString(props, mapi.PidTagSubject); s != "on page" {
+		t.Errorf("subject %q", s)
+	}
+	if s := propString(props, mapi.PidTagBody); s != "body from off-page" {
+		t.Errorf("body %q", s)
+	}
+	if s := propString(props, mapi.PidTagHtml); s != "<p>large</p>" {
+		t.Errorf("html %q", s)
+	}
+	if props := mergeProps(on, nil, []byte("not a blob")); propValue(props, mapi.PidTagBody) != nil {
+		t.Error("an unresolved reference has a value")
+	}
+}

@@ -107,7 +107,7 @@ func summary(rw *row, mb *Mailbox) (*Message, []mapi.Property) {
 		Class: rw.str("class"), Hidden: rw.bool("hidden")}
 	msg.DocID, _ = rw.int("doc")
 	msg.Size, _ = rw.int("size")
-	props := mergeProps(rw.bytes("blob"), rw.bytes("offpage"))
+	props := mergeProps(rw.bytes("blob"), rw.bytes("offpage"), rw.bytes("large"))
 	if s, ok := propValue(props, mapi.PidTagSubject).(string); ok {
 		msg.Subject = s
 	} else {
@@ -135,9 +135,17 @@ func summary(rw *row, mb *Mailbox) (*Message, []mapi.Property) {
 }
 
 // mergeProps joins the on-page and off-page property blobs; on-page
-// values win, references resolve to the off-page value.
-func mergeProps(onPage, offPage []byte) []mapi.Property {
+// values win, references resolve to the off-page value. LargePropertyValueBlob
+// is read the same way when it holds a property blob (inferred: the store
+// keeps there values too large for the row, and references them from the
+// on-page blob).
+func mergeProps(onPage, offPage, large []byte) []mapi.Property {
 	off, _ := mapi.ParseStoreBlob(offPage)
+	if mapi.IsStoreBlob(large) {
+		if lp, err := mapi.ParseStoreBlob(large); err == nil {
+			off = append(lp, off...)
+		}
+	}
 	on, _ := mapi.ParseStoreBlob(onPage)
 	byID := map[uint16]int{}
 	out := append([]mapi.Property(nil), off...)
@@ -404,7 +412,7 @@ func countChildren(subs []mapi.Subobject) int {
 }
 
 func attachment(rw *row) eml.Attachment {
-	props := mergeProps(rw.bytes("blob"), nil)
+	props := mergeProps(rw.bytes("blob"), nil, rw.bytes("large"))
 	a := eml.Attachment{
 		Name:        rw.str("name"),
 		ContentType: rw.str("contentType"),

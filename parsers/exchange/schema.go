@@ -53,6 +53,7 @@ var schema = map[string]map[string][]string{
 		"size":          {"Size"},
 		"blob":          {"PropertyBlob"},
 		"offpage":       {"OffPagePropertyBlob"},
+		"large":         {"LargePropertyValueBlob"},
 		"body":          {"NativeBody"},
 		"bodyType":      {"BodyType"},
 		"codepage":      {"CodePage"},
@@ -72,6 +73,7 @@ var schema = map[string]map[string][]string{
 		"method":      {"AttachmentMethod"},
 		"size":        {"Size"},
 		"blob":        {"PropertyBlob"},
+		"large":       {"LargePropertyValueBlob"},
 	},
 }
 
