@@ -339,3 +339,31 @@ func TestMergeProps(t *testing.T) {
 		t.Error("an unresolved reference has a value")
 	}
 }
+
+func TestMessagesByFolder(t *testing.T) {
+	ctx := context.Background()
+	db, _ := OpenSource(ctx, SampleStore())
+	mb, _ := db.Mailbox(ctx, "101")
+	by, err := mb.MessagesByFolder(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	folders, _ := mb.Folders(ctx)
+	got := map[string][]string{}
+	for _, f := range folders {
+		for _, m := range by[f.ID] {
+			if m.Folder != f {
+				t.Errorf("message %d: folder not linked", m.DocID)
+			}
+			got[strings.Join(f.Path(), "/")] = append(got[strings.Join(f.Path(), "/")], m.Subject)
+		}
+	}
+	want := map[string][]string{
+		"Top of Information Store/Inbox":               {"Budget 2027 – draft"},
+		"Top of Information Store/Inbox/Projects/2026": {"RE: Project plan"},
+		"Top of Information Store/Sent Items":          {"Réunion: ordre du jour"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%q", got)
+	}
+}

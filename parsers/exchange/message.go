@@ -74,6 +74,23 @@ func (f *Folder) Messages(ctx context.Context) ([]*Message, error) {
 	return out, err
 }
 
+// MessagesByFolder lists the normal (not hidden) messages of every folder
+// in one pass over the message table, oldest first, keyed by Folder.ID:
+// what a file system view of the whole mailbox needs.
+func (m *Mailbox) MessagesByFolder(ctx context.Context) (map[string][]*Message, error) {
+	out := map[string][]*Message{}
+	err := m.Messages(ctx, func(msg *Message) error {
+		if !msg.Hidden {
+			out[msg.FolderID] = append(out[msg.FolderID], msg)
+		}
+		return nil
+	})
+	for _, l := range out {
+		sort.SliceStable(l, func(i, j int) bool { return l[i].Date().Before(l[j].Date()) })
+	}
+	return out, err
+}
+
 // Messages calls fn for every message of the mailbox with its Folder set
 // (hidden messages included; check Hidden).
 func (m *Mailbox) Messages(ctx context.Context, fn func(*Message) error) error {
