@@ -10,7 +10,7 @@
 //	boxes, err := db.Mailboxes(ctx)                // []*Mailbox
 //	root, err := boxes[0].FolderTree(ctx)          // *Folder, Children, Path()
 //	msgs, err := folder.Messages(ctx)              // []*Message: Date(), Subject, Size
-//	byFolder, err := boxes[0].MessagesByFolder(ctx) // every folder's messages, one pass
+//	folders, byFolder, err := boxes[0].MessagesByFolder(ctx) // all of them, one pass
 //	err = msgs[0].WriteEML(ctx, w)                 // RFC 5322 / MIME
 //	name := msgs[0].FileName()                     // "2026-11-20 1015 Subject.eml"
 //

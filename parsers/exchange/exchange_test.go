@@ -344,14 +344,13 @@ func TestMessagesByFolder(t *testing.T) {
 	ctx := context.Background()
 	db, _ := OpenSource(ctx, SampleStore())
 	mb, _ := db.Mailbox(ctx, "101")
-	by, err := mb.MessagesByFolder(ctx)
+	folders, by, err := mb.MessagesByFolder(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	folders, _ := mb.Folders(ctx)
 	got := map[string][]string{}
 	for _, f := range folders {
-		for _, m := range by[f.ID] {
+		for _, m := range by[f] {
 			if m.Folder != f {
 				t.Errorf("message %d: folder not linked", m.DocID)
 			}

@@ -74,21 +74,31 @@ func (f *Folder) Messages(ctx context.Context) ([]*Message, error) {
 	return out, err
 }
 
-// MessagesByFolder lists the normal (not hidden) messages of every folder
-// in one pass over the message table, oldest first, keyed by Folder.ID:
-// what a file system view of the whole mailbox needs.
-func (m *Mailbox) MessagesByFolder(ctx context.Context) (map[string][]*Message, error) {
-	out := map[string][]*Message{}
-	err := m.Messages(ctx, func(msg *Message) error {
-		if !msg.Hidden {
-			out[msg.FolderID] = append(out[msg.FolderID], msg)
+// MessagesByFolder returns the mailbox's folders (linked into a tree, as
+// Folders does) and the normal (not hidden) messages of each, oldest
+// first, from one pass over the message table: what a file system view of
+// the whole mailbox needs.
+func (m *Mailbox) MessagesByFolder(ctx context.Context) ([]*Folder, map[*Folder][]*Message, error) {
+	folders, err := m.Folders(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	byID := map[string]*Folder{}
+	for _, f := range folders {
+		byID[f.ID] = f
+	}
+	out := map[*Folder][]*Message{}
+	err = m.scanMessages(ctx, func(msg *Message, _ *row) error {
+		if f := byID[msg.FolderID]; f != nil && !msg.Hidden {
+			msg.Folder = f
+			out[f] = append(out[f], msg)
 		}
 		return nil
 	})
 	for _, l := range out {
 		sort.SliceStable(l, func(i, j int) bool { return l[i].Date().Before(l[j].Date()) })
 	}
-	return out, err
+	return folders, out, err
 }
 
 // Messages calls fn for every message of the mailbox with its Folder set
