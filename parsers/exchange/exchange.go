@@ -228,10 +228,9 @@ func (m *Mailbox) Folders(ctx context.Context) ([]*Folder, error) {
 	for _, f := range list {
 		if p := byID[f.ParentID]; p != nil && p != f {
 			f.Parent = p
-			p.Children = append(p.Children, f)
 		}
 	}
-	// Break cycles a damaged table could hold.
+	// Break cycles a damaged table could hold, then link children.
 	for _, f := range list {
 		seen := map[*Folder]bool{}
 		for x := f; x.Parent != nil; x = x.Parent {
@@ -240,6 +239,11 @@ func (m *Mailbox) Folders(ctx context.Context) ([]*Folder, error) {
 				break
 			}
 			seen[x] = true
+		}
+	}
+	for _, f := range list {
+		if f.Parent != nil {
+			f.Parent.Children = append(f.Parent.Children, f)
 		}
 	}
 	for _, f := range list {

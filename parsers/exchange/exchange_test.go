@@ -366,3 +366,25 @@ func TestMessagesByFolder(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+func TestFolderCycle(t *testing.T) {
+	s := &MemSource{}
+	s.Add("Mailbox", map[string]any{"MailboxNumber": int64(1)})
+	s.Add("Folder_1", map[string]any{"FolderId": fid(1), "ParentFolderId": fid(2), "DisplayName": "A"})
+	s.Add("Folder_1", map[string]any{"FolderId": fid(2), "ParentFolderId": fid(1), "DisplayName": "B"})
+	s.Add("Folder_1", map[string]any{"FolderId": fid(3), "ParentFolderId": fid(3), "DisplayName": "self"})
+	s.Add("Message_1", map[string]any{"MessageDocumentId": int64(1), "FolderId": fid(1)})
+	ctx := context.Background()
+	db, err := OpenSource(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := db.Mailbox(ctx, "1")
+	root, err := mb.FolderTree(ctx)
+	if err != nil || count(root) != 2 {
+		t.Fatalf("%v %v", root, err)
+	}
+	if mb.Name() != "mailbox-1" {
+		t.Errorf("name %q", mb.Name())
+	}
+}
