@@ -138,8 +138,36 @@ func (h *headerWriter) add(k, v string) {
 	if h.err != nil {
 		return
 	}
-	v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
-	_, h.err = fmt.Fprintf(h.w, "%s: %s\r\n", k, v)
+	if !strings.Contains(v, ",\r\n ") { // address lists come folded already
+		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+	}
+	_, h.err = fmt.Fprintf(h.w, "%s: %s\r\n", k, fold(len(k)+2, v))
+}
+
+// fold breaks a header value at spaces so that no line exceeds the
+// 998-character limit of RFC 5322 (shorter lines are left alone: unfolding
+// is not lossless where a value holds runs of spaces).
+func fold(used int, v string) string {
+	const limit = 900
+	var b strings.Builder
+	line := used
+	for i, w := range strings.Split(v, " ") {
+		if i > 0 {
+			if line+1+len(w) > limit {
+				b.WriteString("\r\n ")
+				line = 1
+			} else {
+				b.WriteByte(' ')
+				line++
+			}
+		}
+		b.WriteString(w)
+		line += len(w)
+		if j := strings.LastIndex(w, "\n"); j >= 0 {
+			line = len(w) - j - 1
+		}
+	}
+	return b.String()
 }
 
 func (h *headerWriter) addList(k string, as []Address) {

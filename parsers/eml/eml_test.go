@@ -197,3 +197,28 @@ func TestDeterministic(t *testing.T) {
 		t.Fatal("different messages gave the same bytes")
 	}
 }
+
+func TestLongHeaders(t *testing.T) {
+	long := strings.Repeat("word ", 400) + strings.Repeat("é", 300)
+	m := &Message{From: Address{"A", "a@x.com"}, Subject: long, Text: "x"}
+	for i := 0; i < 60; i++ {
+		m.To = append(m.To, Address{Name: "Recipient Number " + strings.Repeat("x", i), Email: "r@example.com"})
+	}
+	var buf bytes.Buffer
+	if err := Write(&buf, m); err != nil {
+		t.Fatal(err)
+	}
+	for i, line := range strings.Split(buf.String(), "\r\n") {
+		if len(line) > 998 {
+			t.Fatalf("line %d has %d characters", i, len(line))
+		}
+	}
+	p := parse(t, buf.Bytes())
+	subj, err := new(mime.WordDecoder).DecodeHeader(p.hdr.Get("Subject"))
+	if err != nil || subj != long {
+		t.Errorf("subject (%d chars) does not come back: %v", len(subj), err)
+	}
+	if to, err := p.hdr.AddressList("To"); err != nil || len(to) != 60 {
+		t.Errorf("To: %d addresses, %v", len(to), err)
+	}
+}
