@@ -153,7 +153,13 @@ func (db *DB) Mailbox(ctx context.Context, key string) (*Mailbox, error) {
 // <Kind>_<N> table, or the rows of the shared table whose partition
 // number is the mailbox's.
 func (m *Mailbox) scan(ctx context.Context, kind string, fn func(*row) error) error {
-	own, shared := tablesFor(m.db.tables, kind, m.Number)
+	// Per-mailbox tables are partitioned by MailboxPartitionNumber (the
+	// first column of every store table's primary key); for ordinary
+	// mailboxes it equals MailboxNumber, which is tried second.
+	own, shared := tablesFor(m.db.tables, kind, m.Partition)
+	if own == nil {
+		own, _ = tablesFor(m.db.tables, kind, m.Number)
+	}
 	tm := own
 	if tm == nil {
 		tm = shared

@@ -388,3 +388,25 @@ func TestFolderCycle(t *testing.T) {
 		t.Errorf("name %q", mb.Name())
 	}
 }
+
+func TestPartitionTables(t *testing.T) {
+	// A mailbox whose partition number differs from its number reads the
+	// tables named after the partition.
+	s := &MemSource{}
+	s.Add("Mailbox", map[string]any{"MailboxNumber": int64(7), "MailboxPartitionNumber": int64(3), "DisplayName": "Moved"})
+	s.Add("Folder_3", map[string]any{"MailboxPartitionNumber": int64(3), "FolderId": fid(1), "DisplayName": ""})
+	s.Add("Message_3", map[string]any{"MailboxPartitionNumber": int64(3), "MessageDocumentId": int64(1), "FolderId": fid(1),
+		"PropertyBlob": blob(str(mapi.PidTagSubject, "in partition 3"))})
+	s.Add("Message_7", map[string]any{"MessageDocumentId": int64(1), "FolderId": fid(1),
+		"PropertyBlob": blob(str(mapi.PidTagSubject, "wrong table"))})
+	ctx := context.Background()
+	db, _ := OpenSource(ctx, s)
+	mb, _ := db.Mailbox(ctx, "Moved")
+	var subj []string
+	if err := mb.Messages(ctx, func(m *Message) error { subj = append(subj, m.Subject); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(subj, []string{"in partition 3"}) {
+		t.Fatalf("%q", subj)
+	}
+}
