@@ -410,3 +410,20 @@ func TestPartitionTables(t *testing.T) {
 		t.Fatalf("%q", subj)
 	}
 }
+
+func TestSubjectOffPage(t *testing.T) {
+	s := &MemSource{}
+	s.Add("Mailbox", map[string]any{"MailboxNumber": int64(1)})
+	s.Add("Folder_1", map[string]any{"FolderId": fid(1)})
+	s.Add("Message_1", map[string]any{"MessageDocumentId": int64(1), "FolderId": fid(1),
+		"PropertyBlob":        blob(str(mapi.PidTagSenderName, "Ann"), mapi.Property{Tag: mapi.Tag(mapi.PidTagSubject, mapi.PtypString), Ref: true}),
+		"OffPagePropertyBlob": blob(str(mapi.PidTagSubject, strings.Repeat("long subject ", 40)))})
+	ctx := context.Background()
+	db, _ := OpenSource(ctx, s)
+	mb, _ := db.Mailbox(ctx, "1")
+	var subj string
+	_ = mb.Messages(ctx, func(m *Message) error { subj = m.Subject; return nil })
+	if subj != strings.Repeat("long subject ", 40) {
+		t.Fatalf("subject %q", subj)
+	}
+}

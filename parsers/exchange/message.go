@@ -128,13 +128,24 @@ func (m *Mailbox) scanMessages(ctx context.Context, fn func(*Message, *row) erro
 // summary reads the listing fields of a message row, and returns the
 // merged properties of its blobs.
 func summary(rw *row, mb *Mailbox) (*Message, []mapi.Property) {
+	return summaryWith(rw, mb, false)
+}
+
+// summaryWith reads the listing fields; with full set (or when the
+// on-page blob lacks what a listing shows) it also reads the off-page and
+// large-value blobs, which may be long values stored apart from the row.
+func summaryWith(rw *row, mb *Mailbox, full bool) (*Message, []mapi.Property) {
 	msg := &Message{Mailbox: mb, FolderID: hex.EncodeToString(rw.bytes("folder")),
 		Received: rw.time("received"), Sent: rw.time("sent"), Created: rw.time("created"),
 		DisplayTo: rw.str("displayTo"), HasAttachments: rw.bool("hasAttach"),
 		Class: rw.str("class"), Hidden: rw.bool("hidden")}
 	msg.DocID, _ = rw.int("doc")
 	msg.Size, _ = rw.int("size")
-	props := mergeProps(rw.bytes("blob"), rw.bytes("offpage"), rw.bytes("large"))
+	onPage := rw.bytes("blob")
+	props := mergeProps(onPage, nil, nil)
+	if full || !listable(props) {
+		props = mergeProps(onPage, rw.bytes("offpage"), rw.bytes("large"))
+	}
 	if s, ok := propValue(props, mapi.PidTagSubject).(string); ok {
 		msg.Subject = s
 	} else {
@@ -159,6 +170,14 @@ func summary(rw *row, mb *Mailbox) (*Message, []mapi.Property) {
 		msg.Cc = namesOnly(cc)
 	}
 	return msg, props
+}
+
+// listable reports whether the on-page properties hold the subject and
+// the sender a listing shows.
+func listable(props []mapi.Property) bool {
+	subj := propValue(props, mapi.PidTagSubject) != nil || propValue(props, mapi.PidTagNormalizedSubject) != nil
+	from := propValue(props, mapi.PidTagSenderName) != nil || propValue(props, mapi.PidTagSentRepresentingName) != nil
+	return subj && from
 }
 
 // mergeProps joins the on-page and off-page property blobs; on-page
@@ -311,7 +330,7 @@ func (m *Message) Load(ctx context.Context) (*Item, error) {
 }
 
 func (mb *Mailbox) item(rw *row) *Item {
-	msg, props := summary(rw, mb)
+	msg, props := summaryWith(rw, mb, true)
 	it := &Item{Message: msg, Props: props}
 	it.MessageID = propString(props, mapi.PidTagInternetMessageId)
 	it.InReplyTo = propString(props, mapi.PidTagInReplyToId)
