@@ -41,7 +41,8 @@ in time (--machine, --volume, --at, --path):
 
 The file is only read. A database copied while Exchange ran ("dirty
 shutdown") is read as it is on disk; transactions still in the logs are not
-replayed. Folder-associated (hidden) items are not listed.`,
+replayed. Folder-associated (hidden) items are not listed. Exchange 2007
+and older use another schema and are not read.`,
 	}
 	cmd.AddCommand(newExchangeMailboxesCmd(), newExchangeFoldersCmd(), newExchangeFindCmd(), newExchangeExportCmd())
 	return cmd
