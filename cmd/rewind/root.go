@@ -52,6 +52,7 @@ func subcommands() []*cobra.Command {
 		newCheckCmd(),
 		newDemoCmd(),
 		newESECmd(),
+		newExchangeCmd(),
 		newSQLCmd(),
 	}, platformCommands()...)
 }
