@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -275,6 +276,27 @@ func TestAppViews(t *testing.T) {
 			t.Errorf("ese/SRUDB/%s.jsonl: %d bytes differ from the export's %d", tb.Name, len(got), len(want))
 		}
 	}
+
+	// concurrent first reads of files of one database (generated once,
+	// the database dropped and reopened between them)
+	want := map[string][]byte{}
+	for _, tb := range []string{"dbo.titles", "dbo.sales", "dbo.publishers", "dbo.employee"} {
+		want[pt2+"/sql/PUBS/"+tb+".jsonl"] = mdfExport(t, pubs, tb, "jsonl")
+	}
+	want[pt2+"/ese/SRUDB/"+db.Tables()[0].Name+".jsonl"] = eseExport(t, srudb, db.Tables()[0].Name)
+	var wg sync.WaitGroup
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p, w := range want {
+				if got, err := readAll(t, tree, p); err != nil || !bytes.Equal(got, w) {
+					t.Errorf("concurrent read of %s: %d bytes, %v", p, len(got), err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
 
 	// not a view: the name only exists where something was found
 	if _, err := tree.Walk(ctx, pt1+"/exchange"); vfs.ErrnoOf(err) != vfs.ENOENT {
