@@ -298,6 +298,33 @@ func TestAppViews(t *testing.T) {
 	}
 	wg.Wait()
 
+	// a names-only listing (FUSE) generates nothing; a full one generates
+	// every file to learn its size
+	fresh, err := vfs.New(ctx, repo, vfs.Options{Location: time.UTC, AppCacheDir: filepath.Join(work, "fresh")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	a, err := fresh.Walk(ctx, pt2+"/sql/PUBS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := fresh.Readdir(vfs.WithNamesOnly(ctx), a.Ino)
+	gen, _ := filepath.Glob(filepath.Join(work, "fresh", "*", "gen-*"))
+	if err != nil || len(es) != 22 || len(gen) != 0 {
+		t.Errorf("names-only listing of sql/PUBS: %d entries, %v; %d files generated, want 22 and none", len(es), err, len(gen))
+	}
+	es, err = fresh.Readdir(ctx, a.Ino)
+	gen, _ = filepath.Glob(filepath.Join(work, "fresh", "*", "gen-*"))
+	if err != nil || len(es) != 22 || len(gen) != 22 {
+		t.Errorf("full listing of sql/PUBS: %d entries, %v; %d files generated, want 22 and 22", len(es), err, len(gen))
+	}
+	for _, e := range es {
+		if e.Attr.Size <= 0 && !strings.HasSuffix(e.Name, ".jsonl") {
+			t.Errorf("full listing: %s has size %d", e.Name, e.Attr.Size)
+		}
+	}
+
 	// not a view: the name only exists where something was found
 	if _, err := tree.Walk(ctx, pt1+"/exchange"); vfs.ErrnoOf(err) != vfs.ENOENT {
 		t.Errorf("%s/exchange: %v, want ENOENT", pt1, err)
