@@ -574,6 +574,22 @@ func (f *FS) appList(ctx context.Context, d *node) ([]*node, error) {
 	return kids, nil
 }
 
+type namesOnlyKey struct{}
+
+// WithNamesOnly marks a Readdir whose caller uses only the entries' names,
+// modes and inode numbers (a FUSE listing without readdir-plus). Generated
+// application files (sql/, ese/) are then listed without being generated:
+// their Attr.Size is 0 until a Getattr or Lookup generates them. Without
+// it, listing a database directory exports every table to learn its size.
+func WithNamesOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, namesOnlyKey{}, true)
+}
+
+func namesOnly(ctx context.Context) bool {
+	b, _ := ctx.Value(namesOnlyKey{}).(bool)
+	return b
+}
+
 // appReaddir lists an application directory with every entry's attributes
 // (file sizes need the files generated: see genCache).
 func (f *FS) appReaddir(ctx context.Context, d *node) ([]DirEntry, error) {
@@ -583,6 +599,16 @@ func (f *FS) appReaddir(ctx context.Context, d *node) ([]DirEntry, error) {
 	}
 	out := make([]DirEntry, 0, len(kids))
 	for _, k := range kids {
+		if k.kind == kAppFile && namesOnly(ctx) {
+			k.mu.Lock()
+			a := k.attr
+			k.mu.Unlock()
+			if a.Size < 0 {
+				a.Ino, a.Size, a.Immutable = k.ino, 0, false
+			}
+			out = append(out, DirEntry{Name: k.name, Attr: a})
+			continue
+		}
 		a, err := f.Getattr(ctx, k.ino)
 		if err != nil {
 			// a file that cannot be generated still shows, with size 0;

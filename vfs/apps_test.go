@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -273,6 +274,54 @@ func TestAppViews(t *testing.T) {
 		}
 		if want := eseExport(t, srudb, tb.Name); !bytes.Equal(got, want) {
 			t.Errorf("ese/SRUDB/%s.jsonl: %d bytes differ from the export's %d", tb.Name, len(got), len(want))
+		}
+	}
+
+	// concurrent first reads of files of one database (generated once,
+	// the database dropped and reopened between them)
+	want := map[string][]byte{}
+	for _, tb := range []string{"dbo.titles", "dbo.sales", "dbo.publishers", "dbo.employee"} {
+		want[pt2+"/sql/PUBS/"+tb+".jsonl"] = mdfExport(t, pubs, tb, "jsonl")
+	}
+	want[pt2+"/ese/SRUDB/"+db.Tables()[0].Name+".jsonl"] = eseExport(t, srudb, db.Tables()[0].Name)
+	var wg sync.WaitGroup
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p, w := range want {
+				if got, err := readAll(t, tree, p); err != nil || !bytes.Equal(got, w) {
+					t.Errorf("concurrent read of %s: %d bytes, %v", p, len(got), err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	// a names-only listing (FUSE) generates nothing; a full one generates
+	// every file to learn its size
+	fresh, err := vfs.New(ctx, repo, vfs.Options{Location: time.UTC, AppCacheDir: filepath.Join(work, "fresh")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	a, err := fresh.Walk(ctx, pt2+"/sql/PUBS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := fresh.Readdir(vfs.WithNamesOnly(ctx), a.Ino)
+	gen, _ := filepath.Glob(filepath.Join(work, "fresh", "*", "gen-*"))
+	if err != nil || len(es) != 22 || len(gen) != 0 {
+		t.Errorf("names-only listing of sql/PUBS: %d entries, %v; %d files generated, want 22 and none", len(es), err, len(gen))
+	}
+	es, err = fresh.Readdir(ctx, a.Ino)
+	gen, _ = filepath.Glob(filepath.Join(work, "fresh", "*", "gen-*"))
+	if err != nil || len(es) != 22 || len(gen) != 22 {
+		t.Errorf("full listing of sql/PUBS: %d entries, %v; %d files generated, want 22 and 22", len(es), err, len(gen))
+	}
+	for _, e := range es {
+		if e.Attr.Size <= 0 && !strings.HasSuffix(e.Name, ".jsonl") {
+			t.Errorf("full listing: %s has size %d", e.Name, e.Attr.Size)
 		}
 	}
 

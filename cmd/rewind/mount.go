@@ -49,13 +49,14 @@ directory (or looking up sql/ or ese/) walks its file systems once, skipping
 Windows\WinSxS and similar folders and stopping after 500,000 entries.
 Database directories are named by the database (SQL: from the boot page; ESE:
 the file name); the same name twice gets ~2, ~3. A table file is exported
-once, when its size is first asked for (ls -l) or it is opened, into a cache
-of temporary files (--app-cache bytes in --app-cache-dir, oldest dropped
-first; exported again when opened later). A table with damaged pages or undecodable values fails with an
-I/O error (rewind sql|ese export --at ... --path ... gives its readable rows);
-a database that cannot be opened shows as a directory that fails with an I/O
-error. These views are in the repository mount only, not in the one-point
-mount (--at), whose root is the volume's own file tree.
+once, when its size is first asked for (ls -l; a plain ls only names it) or it
+is opened, into a cache of temporary files (--app-cache bytes in
+--app-cache-dir, oldest dropped first; exported again when opened later). A
+table with damaged pages or undecodable values fails with an I/O error (rewind
+sql|ese export --at ... --path ... gives its readable rows); a database that
+cannot be opened shows as a directory that fails with an I/O error. These
+views are in the repository mount only, not in the one-point mount (--at),
+whose root is the volume's own file tree.
 
 Point directories are named by their time, RFC 3339 in UTC with milliseconds
 (2026-11-20T10:15:03.250Z). A listing shows every point of the last hour, then

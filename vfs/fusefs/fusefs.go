@@ -320,7 +320,7 @@ func (r *raw) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 
 func (r *raw) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	ctx := ctxOf(cancel, &in.InHeader)
-	es, err := r.t.Readdir(ctx, in.NodeId)
+	es, err := r.t.Readdir(vfs.WithNamesOnly(ctx), in.NodeId) // entries carry name, mode and inode only
 	if err != nil {
 		return status(err)
 	}
