@@ -34,7 +34,7 @@ type blockCache struct {
 	inflight map[int64]*fill
 	free     [][]byte // buffers of evicted, unpinned blocks
 
-	hits, misses, reused int64
+	hits, misses, reused, dropped int64
 }
 
 // maxFree bounds the recycled buffers kept beyond the cache's bound.
@@ -141,6 +141,27 @@ func (c *blockCache) release(it *cacheItem) {
 	c.mu.Unlock()
 }
 
+// drop removes a block from the cache (a reader that will not need it
+// again says so); its buffer is recycled once nobody holds it.
+func (c *blockCache) drop(id int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.items[id]
+	if !ok {
+		return
+	}
+	it := el.Value.(*cacheItem)
+	c.lru.Remove(el)
+	delete(c.items, id)
+	it.cached = false
+	c.used -= int64(cap(it.data))
+	c.dropped++
+	if it.refs == 0 {
+		c.recycle(it.data)
+		it.data = nil
+	}
+}
+
 // recycle keeps a buffer nobody uses any more for the next miss (c.mu held).
 func (c *blockCache) recycle(b []byte) {
 	if cap(b) > 0 && len(c.free) < maxFree {
@@ -172,6 +193,7 @@ type CacheStats struct {
 	Blocks        int
 	Hits, Misses  int64
 	Reused        int64 // misses decoded into a recycled buffer
+	Dropped       int64 // blocks a sequential stream had moved past
 	ReadAheadRuns int64
 }
 
@@ -266,7 +288,11 @@ func (b *blockReader) ReadAtContext(ctx context.Context, p []byte, off int64) (i
 	bs := b.p.BlockSize
 	end := min(off+int64(len(p)), b.p.Size)
 	first, last := off/bs, (end-1)/bs
-	b.readAhead(ctx, first, last)
+	// A long stream of large reads is the kernel filling its page cache,
+	// which keeps the data from then on: the blocks it has moved past
+	// leave the cache at once, so that a big file read does not push
+	// everything else out and its buffers are recycled (not fresh memory).
+	dropBehind := b.readAhead(ctx, first, last) && int64(len(p)) >= bs
 	n := 0
 	for blk := first; blk <= last; blk++ {
 		pos := off + int64(n)
@@ -288,6 +314,13 @@ func (b *blockReader) ReadAtContext(ctx context.Context, p []byte, off int64) (i
 				return n, fmt.Errorf("%s/%s point %d, block %d: %d bytes stored, %d expected", b.p.Machine, b.p.Volume, b.p.ID, blk, stored, in+int64(k))
 			}
 		}
+		if dropBehind && in+int64(k) == bs && blk > 0 {
+			// The block before: parallel requests of the kernel may still
+			// be reading the end of this one.
+			if ref, err := b.block(ctx, blk-1); err == nil && ref.ID != 0 {
+				b.cache.drop(ref.ID)
+			}
+		}
 		n += k
 	}
 	if n < len(p) {
@@ -296,8 +329,10 @@ func (b *blockReader) ReadAtContext(ctx context.Context, p []byte, off int64) (i
 	return n, nil
 }
 
-// readAhead notices sequential reads and queues the blocks after them.
-func (b *blockReader) readAhead(ctx context.Context, first, last int64) {
+// readAhead notices sequential reads and queues the blocks after them. It
+// reports whether the reads are a long sequential stream (read-ahead at
+// its widest).
+func (b *blockReader) readAhead(ctx context.Context, first, last int64) bool {
 	b.mu.Lock()
 	// Kernels issue read-ahead requests in parallel, so a sequential
 	// stream may arrive a little out of order: anything between just
@@ -309,7 +344,7 @@ func (b *blockReader) readAhead(ctx context.Context, first, last int64) {
 		b.ahead = 0
 		b.next = last + 1
 		b.mu.Unlock()
-		return
+		return false
 	}
 	b.next = max(b.next, last+1)
 	if b.window == 0 {
@@ -320,9 +355,10 @@ func (b *blockReader) readAhead(ctx context.Context, first, last int64) {
 	total := (b.p.Size + b.p.BlockSize - 1) / b.p.BlockSize
 	from := max(b.ahead, b.next)
 	to := min(b.next+b.window, total)
+	long := b.window >= readAheadMax
 	if from >= to {
 		b.mu.Unlock()
-		return
+		return long
 	}
 	b.ahead = to
 	b.runs.Add(1)
@@ -360,4 +396,5 @@ func (b *blockReader) readAhead(ctx context.Context, first, last int64) {
 		}
 		wg.Wait()
 	}()
+	return long
 }

@@ -262,7 +262,7 @@ func (f *FS) Stats() CacheStats {
 	c := f.cache
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return CacheStats{Bytes: c.used, Max: c.max, Blocks: len(c.items), Hits: c.hits, Misses: c.misses, Reused: c.reused, ReadAheadRuns: f.raRuns.Load()}
+	return CacheStats{Bytes: c.used, Max: c.max, Blocks: len(c.items), Hits: c.hits, Misses: c.misses, Reused: c.reused, Dropped: c.dropped, ReadAheadRuns: f.raRuns.Load()}
 }
 
 func (f *FS) dirAttr(ino uint64, t time.Time, immutable bool) Attr {
