@@ -155,10 +155,11 @@ type FS struct {
 	ownTmp  bool
 	started time.Time
 
-	mu    sync.Mutex
-	nodes map[uint64]*node
-	keys  map[string]uint64
-	next  uint64
+	mu     sync.Mutex
+	nodes  map[uint64]*node
+	keys   map[string]uint64
+	fsKeys map[fsKey]uint64 // file system nodes
+	next   uint64
 
 	lmu      sync.Mutex
 	machines []string
@@ -205,7 +206,7 @@ func New(ctx context.Context, repo *repository.Repo, opt Options) (*FS, error) {
 		repo: repo, opt: opt, log: opt.Logger,
 		cache: newBlockCache(repo, opt.CacheSize), sem: make(chan struct{}, 8),
 		started: opt.Now(),
-		nodes:   map[uint64]*node{}, keys: map[string]uint64{}, next: RootIno + 1,
+		nodes:   map[uint64]*node{}, keys: map[string]uint64{}, fsKeys: map[fsKey]uint64{}, next: RootIno + 1,
 		volumes: map[string]*listing{}, vstates: map[int64]*volState{},
 		pstates: map[int64]*pointState{}, overlays: map[string]*overlay.Overlay{}, descs: map[int64]*memFile{},
 		apps: newAppTree(opt),
@@ -276,7 +277,7 @@ func (f *FS) Stats() CacheStats {
 	c := f.cache
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return CacheStats{Bytes: c.used, Max: c.max, Blocks: len(c.items), Hits: c.hits, Misses: c.misses, ReadAheadRuns: f.raRuns.Load()}
+	return CacheStats{Bytes: c.used, Max: c.max, Blocks: len(c.items), Hits: c.hits, Misses: c.misses, Reused: c.reused, Dropped: c.dropped, ReadAheadRuns: f.raRuns.Load()}
 }
 
 func (f *FS) dirAttr(ino uint64, t time.Time, immutable bool) Attr {
@@ -744,20 +745,47 @@ func (f *FS) fsAttr(ino uint64, e filesystem.Entry) Attr {
 	return a
 }
 
+// fsKey names a file system node for interning: a file by its inode
+// number (hard links share one node), a directory by its path.
+type fsKey struct {
+	point int64
+	part  int
+	ino   uint64
+	path  string
+}
+
 // fsChild interns the node of a file system entry; hard links (same inode
 // number in the same file system) share one node.
 func (f *FS) fsChild(parent *node, e filesystem.Entry) *node {
-	p := strings.TrimSuffix(parent.path, "/") + "/" + e.Name
-	key := "p\x00" + strconv.FormatInt(parent.point, 10) + "\x00f\x00" + strconv.Itoa(parent.part) + "\x00"
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fsChildLocked(parent, e)
+}
+
+// fsChildLocked is fsChild with f.mu held: a listing interns all its
+// entries under one lock, without building a string key per file.
+func (f *FS) fsChildLocked(parent *node, e filesystem.Entry) *node {
+	k := fsKey{point: parent.point, part: parent.part}
+	var p string
 	if e.Ino != 0 && !e.Mode.IsDir() {
-		key += "i" + strconv.FormatUint(e.Ino, 10)
+		k.ino = e.Ino
 	} else {
-		key += p // directories by path: one name each
+		p = strings.TrimSuffix(parent.path, "/") + "/" + e.Name
+		k.path = p // directories by path: one name each
 	}
-	return f.intern(key, func(ino uint64) *node {
-		return &node{kind: kFS, parent: parent.ino, name: e.Name, machine: parent.machine, vol: parent.vol, point: parent.point,
-			pname: parent.pname, part: parent.part, path: p, attr: f.fsAttr(0, e)}
-	})
+	if ino, ok := f.fsKeys[k]; ok {
+		return f.nodes[ino]
+	}
+	if p == "" {
+		p = strings.TrimSuffix(parent.path, "/") + "/" + e.Name
+	}
+	ino := f.next
+	f.next++
+	n := &node{ino: ino, kind: kFS, parent: parent.ino, name: e.Name, machine: parent.machine, vol: parent.vol, point: parent.point,
+		pname: parent.pname, part: parent.part, path: p, attr: f.fsAttr(ino, e)}
+	f.fsKeys[k] = ino
+	f.nodes[ino] = n
+	return n
 }
 
 func (f *FS) fsOf(ctx context.Context, n *node) (filesystem.FS, error) {
@@ -1117,7 +1145,9 @@ func (f *FS) readFSDir(ctx context.Context, d *node) ([]DirEntry, error) {
 		return nil, err
 	}
 	out := make([]DirEntry, 0, len(es))
+	nodes := make([]*node, 0, len(es))
 	children := make(map[string]uint64, len(es))
+	f.mu.Lock()
 	for _, e := range es {
 		if e.Name == "" || e.Name == "." || e.Name == ".." || strings.ContainsRune(e.Name, '/') {
 			continue
@@ -1125,12 +1155,16 @@ func (f *FS) readFSDir(ctx context.Context, d *node) ([]DirEntry, error) {
 		if _, dup := children[e.Name]; dup {
 			continue
 		}
-		c := f.fsChild(d, e)
+		c := f.fsChildLocked(d, e)
 		children[e.Name] = c.ino
+		nodes = append(nodes, c)
+		out = append(out, DirEntry{Name: e.Name})
+	}
+	f.mu.Unlock()
+	for i, c := range nodes {
 		c.mu.Lock()
-		a := c.attr
+		out[i].Attr = c.attr
 		c.mu.Unlock()
-		out = append(out, DirEntry{Name: e.Name, Attr: a})
 	}
 	d.mu.Lock()
 	d.entries, d.children, d.listed = out, children, true

@@ -50,7 +50,7 @@ func Mount(t *vfs.FS, dir string, opt Options) (*Server, error) {
 		opt.Timeout = time.Second
 	}
 	r := &raw{RawFileSystem: fuse.NewDefaultRawFileSystem(), t: t, opt: opt,
-		files: map[uint64]*vfs.Handle{}, dirs: map[uint64][]fuse.DirEntry{}, next: 1}
+		files: map[uint64]*vfs.Handle{}, dirs: map[uint64]*dirList{}, next: 1}
 	mo := &fuse.MountOptions{
 		AllowOther:           opt.AllowOther,
 		FsName:               "rewind",
@@ -106,8 +106,15 @@ type raw struct {
 
 	mu    sync.Mutex
 	files map[uint64]*vfs.Handle
-	dirs  map[uint64][]fuse.DirEntry
+	dirs  map[uint64]*dirList
 	next  uint64
+}
+
+// dirList is an open directory: its entries and their attributes (from
+// the listing, so that readdirplus asks the tree nothing per entry).
+type dirList struct {
+	list  []fuse.DirEntry
+	attrs []vfs.Attr // attrs[i] belongs to list[i]; "." and ".." have none
 }
 
 // reqCtx is a context cancelled when the kernel interrupts the request.
@@ -324,15 +331,16 @@ func (r *raw) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if err != nil {
 		return status(err)
 	}
-	list := make([]fuse.DirEntry, 0, len(es)+2)
-	list = append(list, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: in.NodeId, Off: 1},
+	dl := &dirList{list: make([]fuse.DirEntry, 0, len(es)+2), attrs: make([]vfs.Attr, 2, len(es)+2)}
+	dl.list = append(dl.list, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: in.NodeId, Off: 1},
 		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: in.NodeId, Off: 2})
 	for _, e := range es {
-		list = append(list, fuse.DirEntry{Name: e.Name, Mode: unixMode(e.Attr.Mode), Ino: e.Attr.Ino, Off: uint64(len(list) + 1)})
+		dl.list = append(dl.list, fuse.DirEntry{Name: e.Name, Mode: unixMode(e.Attr.Mode), Ino: e.Attr.Ino, Off: uint64(len(dl.list) + 1)})
+		dl.attrs = append(dl.attrs, e.Attr)
 	}
 	r.mu.Lock()
 	out.Fh = r.next
-	r.dirs[r.next] = list
+	r.dirs[r.next] = dl
 	r.next++
 	r.mu.Unlock()
 	if a, err := r.t.Getattr(ctx, in.NodeId); err == nil && a.Immutable {
@@ -341,18 +349,18 @@ func (r *raw) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	return fuse.OK
 }
 
-func (r *raw) dir(fh uint64) ([]fuse.DirEntry, bool) {
+func (r *raw) dir(fh uint64) *dirList {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l, ok := r.dirs[fh]
-	return l, ok
+	return r.dirs[fh]
 }
 
 func (r *raw) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	list, ok := r.dir(in.Fh)
-	if !ok {
+	dl := r.dir(in.Fh)
+	if dl == nil {
 		return fuse.EBADF
 	}
+	list := dl.list
 	for i := in.Offset; i < uint64(len(list)); i++ {
 		if !out.AddDirEntry(list[i]) {
 			break
@@ -362,26 +370,20 @@ func (r *raw) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntr
 }
 
 func (r *raw) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	list, ok := r.dir(in.Fh)
-	if !ok {
+	dl := r.dir(in.Fh)
+	if dl == nil {
 		return fuse.EBADF
 	}
-	ctx := ctxOf(cancel, &in.InHeader)
-	for i := in.Offset; i < uint64(len(list)); i++ {
-		e := list[i]
+	for i := in.Offset; i < uint64(len(dl.list)); i++ {
+		e := dl.list[i]
 		eo := out.AddDirLookupEntry(e)
 		if eo == nil {
 			break
 		}
-		if e.Name == "." || e.Name == ".." {
-			continue // Linux ignores the entry of these
+		if i < 2 {
+			continue // "." and "..": Linux ignores their entry
 		}
-		a, err := r.t.Getattr(ctx, e.Ino)
-		if err != nil {
-			*eo = fuse.EntryOut{} // no lookup for this one
-			continue
-		}
-		r.fillEntry(eo, a)
+		r.fillEntry(eo, dl.attrs[i])
 	}
 	return fuse.OK
 }
