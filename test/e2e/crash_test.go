@@ -64,7 +64,7 @@ func testServerKilledMidBackup(t *testing.T, ps *packStore) {
 		}
 	}
 	s.Kill9(t)
-	time.Sleep(500 * time.Millisecond) // the client sees the server gone and retries
+	time.Sleep(500 * time.Millisecond)   // the client sees the server gone and retries
 	s2 := h.StartServer(t, repo, s.Addr) // the pack store is recorded in the repository
 
 	select {
