@@ -34,7 +34,9 @@ func forEachBackend(t *testing.T, fn func(t *testing.T, b *backend)) {
 }
 
 // init creates a repository in dir using the backend's store.
-func (b *backend) init(t *testing.T, dir string) *Repo {
+func (b *backend) init(t *testing.T, dir string) *Repo { return b.initTB(t, dir) }
+
+func (b *backend) initTB(t testing.TB, dir string) *Repo {
 	t.Helper()
 	r, err := Init(context.Background(), dir)
 	if err != nil {
@@ -44,12 +46,14 @@ func (b *backend) init(t *testing.T, dir string) *Repo {
 		return r
 	}
 	r.Close()
-	return b.open(t, dir)
+	return b.openTB(t, dir)
 }
 
 // open opens dir again; the store is found from what the repository
 // recorded, given only the credentials.
-func (b *backend) open(t *testing.T, dir string) *Repo {
+func (b *backend) open(t *testing.T, dir string) *Repo { return b.openTB(t, dir) }
+
+func (b *backend) openTB(t testing.TB, dir string) *Repo {
 	t.Helper()
 	opt := b.opt
 	if _, recorded, _ := packstore.ReadLocation(dir); recorded {
