@@ -100,6 +100,20 @@ func (c *Cache) get(name string, seg int64, load func() ([]byte, error)) ([]byte
 	return f.data, f.err
 }
 
+// prefetch starts loading segment seg of name in the background unless it
+// is cached or being loaded.
+func (c *Cache) prefetch(name string, seg int64, load func() ([]byte, error)) {
+	k := segKey{name, seg}
+	c.mu.Lock()
+	_, cached := c.segs[k]
+	_, loading := c.inflight[k]
+	c.mu.Unlock()
+	if cached || loading || c.max == 0 {
+		return
+	}
+	go c.get(name, seg, load)
+}
+
 // Forget drops every cached segment of name.
 func (c *Cache) Forget(name string) {
 	c.mu.Lock()

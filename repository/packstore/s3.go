@@ -189,6 +189,9 @@ func notExist(err error) error {
 	return err
 }
 
+// readAhead is how many segments after a missed one are fetched with it.
+const readAhead = 2
+
 // object reads one pack object.
 type object struct {
 	s    *S3
@@ -208,6 +211,11 @@ func (o *object) ReadAt(p []byte, off int64) (int, error) {
 			return n, io.EOF
 		}
 		seg := at / SegmentSize
+		// Packs are read mostly in order (restores, exports, check,
+		// compaction): the following segments are fetched ahead.
+		for next := seg + 1; next <= seg+readAhead && next*SegmentSize < o.size; next++ {
+			o.s.cache.prefetch(o.name, next, func() ([]byte, error) { return o.fetch(next) })
+		}
 		b, err := o.s.cache.get(o.name, seg, func() ([]byte, error) { return o.fetch(seg) })
 		if err != nil {
 			return n, err
