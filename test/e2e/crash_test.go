@@ -129,6 +129,7 @@ func testFlippedByteIsFoundAndNeverRestored(t *testing.T, ps *packStore) {
 	h.Mutate(t, img, 0.1, 22)
 	p2 := mustBackup(t, s, tok, "web1", "root", img)
 	s.Stop(t)
+	ps.mustBeInStore(t, repo)
 
 	if r := h.Run(t, nil, "check", "--repo", repo, "--read-data"); r.Code != 0 {
 		t.Fatalf("check before the damage: %s%s", r.Stdout, r.Stderr)

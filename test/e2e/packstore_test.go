@@ -54,3 +54,18 @@ func (ps *packStore) packBytes(t *testing.T, repo string) int64 {
 	}
 	return n
 }
+
+// mustBeInStore fails the test unless, with packs on S3, every pack (the
+// server having stopped, so all are sealed) is an object and none is left
+// in the repository directory.
+func (ps *packStore) mustBeInStore(t *testing.T, repo string) {
+	t.Helper()
+	if ps.s3 == nil {
+		return
+	}
+	local, _ := filepath.Glob(filepath.Join(repo, "packs", "*", "*.pack"))
+	objects, _ := filepath.Glob(filepath.Join(ps.root(repo), "packs", "*", "*.pack"))
+	if len(local) > 0 || len(objects) == 0 {
+		t.Fatalf("after the server stopped: %d packs left in the repository, %d objects in the store", len(local), len(objects))
+	}
+}
