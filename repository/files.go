@@ -48,9 +48,17 @@ func (c *fileCache) reader(path, name string, remote func() (io.ReaderAt, int64,
 	case err == nil:
 		cf = &cachedFile{f: f, r: pack.NewReader(f, 1<<62, name)}
 	case errors.Is(err, fs.ErrNotExist) && remote != nil:
+		// A store's open is a network round trip: other packs' readers
+		// go on meanwhile.
+		c.mu.Unlock()
 		ra, size, err := remote()
+		c.mu.Lock()
 		if err != nil {
 			return nil, err
+		}
+		if cf, ok := c.open[path]; ok { // opened meanwhile
+			cf.used = c.clock
+			return cf.r, nil
 		}
 		cf = &cachedFile{r: pack.NewReader(ra, size, name)}
 	default:
