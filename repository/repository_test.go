@@ -399,13 +399,15 @@ func TestConcurrentPutsSealAndCommit(t *testing.T) {
 
 // ReadAhead returns what PointReader returns, forward, backward and past
 // the end.
-func TestReadAheadMatchesPointReader(t *testing.T) {
+// With small packs the reads cross sealed packs (in the store, with S3)
+// and the open one (always in the directory).
+func TestReadAheadMatchesPointReader(t *testing.T) { forEachBackend(t, testReadAheadMatchesPointReader) }
+
+func testReadAheadMatchesPointReader(t *testing.T, b *backend) {
 	ctx := context.Background()
-	r, err := Init(ctx, filepath.Join(t.TempDir(), "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := b.init(t, filepath.Join(t.TempDir(), "repo"))
 	defer r.Close()
+	r.Config.PackSize = 16 << 10
 	st, err := r.NewStore(ctx)
 	if err != nil {
 		t.Fatal(err)
