@@ -401,7 +401,9 @@ func TestConcurrentPutsSealAndCommit(t *testing.T) {
 // the end.
 // With small packs the reads cross sealed packs (in the store, with S3)
 // and the open one (always in the directory).
-func TestReadAheadMatchesPointReader(t *testing.T) { forEachBackend(t, testReadAheadMatchesPointReader) }
+func TestReadAheadMatchesPointReader(t *testing.T) {
+	forEachBackend(t, testReadAheadMatchesPointReader)
+}
 
 func testReadAheadMatchesPointReader(t *testing.T, b *backend) {
 	ctx := context.Background()
