@@ -4,17 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/rewind-cdp/rewind/catalog"
 	"github.com/rewind-cdp/rewind/repository/pack"
+	"github.com/rewind-cdp/rewind/repository/packstore"
 )
 
 // Damage is one problem found by Check.
@@ -83,7 +80,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (CheckResult, error)
 	var work []packWork
 	var total int64
 	for _, p := range packs {
-		known[r.PackPath(p.ID)] = true
+		known[r.PackName(p.ID)] = true
 		chunks, err := r.Catalog.PackChunks(ctx, p.ID)
 		if err != nil {
 			return res, err
@@ -135,12 +132,22 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (CheckResult, error)
 
 	// Pack files the catalog does not know: left by a crash before they were
 	// registered; they hold nothing anybody was told is stored.
-	filepath.WalkDir(filepath.Join(r.Dir, "packs"), func(path string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".pack") && !known[path] {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("pack file %s is not in the catalog (unreferenced; safe to delete)", path))
+	unknown := func(where string) func(string, int64) {
+		return func(name string, _ int64) {
+			if !known[name] {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("pack %s in %s is not in the catalog (unreferenced; safe to delete)", name, where))
+			}
 		}
-		return nil
-	})
+	}
+	local := packstore.Dir{Root: r.Dir}
+	if err := local.List(ctx, unknown(r.Dir)); err != nil {
+		res.Warnings = append(res.Warnings, "listing the packs directory: "+err.Error())
+	}
+	if !r.packs.Local() {
+		if err := r.packs.List(ctx, unknown(r.packs.String())); err != nil {
+			return res, err
+		}
+	}
 
 	for p := range damagedPacks {
 		if p != "" {
@@ -161,8 +168,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (CheckResult, error)
 func (r *Repo) checkPack(ctx context.Context, p catalog.PackState, chunks []catalog.ChunkRef,
 	opt CheckOptions, report func(*catalog.ChunkRef, string, int64, string)) int64 {
 	name := r.PackName(p.ID)
-	path := r.PackPath(p.ID)
-	f, err := os.Open(path)
+	f, size, release, err := r.OpenPack(ctx, p.ID)
 	if err != nil {
 		for i := range chunks {
 			report(&chunks[i], name, chunks[i].Offset, "pack file missing: "+err.Error())
@@ -172,13 +178,8 @@ func (r *Repo) checkPack(ctx context.Context, p catalog.PackState, chunks []cata
 		}
 		return 0
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		report(nil, name, 0, err.Error())
-		return 0
-	}
-	pr := pack.NewReader(f, st.Size(), name)
+	defer release()
+	pr := pack.NewReader(f, size, name)
 	if id, err := pr.Header(); err != nil {
 		report(nil, name, 0, err.Error())
 	} else if id != uint64(p.ID) {
@@ -187,7 +188,7 @@ func (r *Repo) checkPack(ctx context.Context, p catalog.PackState, chunks []cata
 	if p.State == catalog.PackSealed {
 		idx, err := pr.Index()
 		if err != nil {
-			report(nil, name, st.Size(), err.Error())
+			report(nil, name, size, err.Error())
 		} else {
 			at := map[int64]pack.Entry{}
 			for _, e := range idx {

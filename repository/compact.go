@@ -2,7 +2,6 @@ package repository
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -35,15 +34,19 @@ func (r *Repo) compact(ctx context.Context, minDead float64) (rewritten int, fre
 		if err := w.Seal(); err != nil {
 			return err
 		}
+		if err := r.uploadPack(ctx, wID); err != nil {
+			return err
+		}
 		if err := r.Catalog.MoveChunks(ctx, catalog.PackState{ID: wID, State: catalog.PackSealed, Size: w.Size()}, moves); err != nil {
 			return err
 		}
+		r.dropLocal(wID)
 		for _, id := range olds {
 			if err := r.Catalog.DeletePack(ctx, id); err != nil {
 				return err
 			}
-			if err := os.Remove(r.PackPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("delete pack %s: %w", r.PackName(id), err)
+			if err := r.deletePack(ctx, id); err != nil {
+				return err
 			}
 		}
 		w, moves, olds = nil, nil, nil
@@ -64,7 +67,7 @@ func (r *Repo) compact(ctx context.Context, minDead float64) (rewritten int, fre
 		if len(chunks) == 0 || float64(p.Size-live) < minDead*float64(p.Size) {
 			continue
 		}
-		pr, err := r.files.reader(r.PackPath(p.ID), r.PackName(p.ID))
+		pr, err := r.packReader(ctx, p.ID)
 		if err != nil {
 			return rewritten, freed, err
 		}

@@ -1,14 +1,18 @@
 package repository
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"sync"
 
 	"github.com/rewind-cdp/rewind/repository/pack"
 )
 
-// fileCache keeps a bounded number of pack files open for reading.
+// fileCache keeps a bounded number of pack files (or pack objects of a
+// store) open for reading.
 type fileCache struct {
 	mu    sync.Mutex
 	max   int
@@ -17,7 +21,7 @@ type fileCache struct {
 }
 
 type cachedFile struct {
-	f    *os.File
+	f    *os.File // nil for an object of a store
 	r    *pack.Reader
 	used uint64
 }
@@ -28,8 +32,9 @@ func newFileCache(max int) *fileCache {
 
 // reader returns a pack reader for path. Its size is left open: packs
 // being written only grow, and a read past the real end of the file fails
-// as damage.
-func (c *fileCache) reader(path, name string) (*pack.Reader, error) {
+// as damage. When the file is missing and remote is set, the reader reads
+// what remote opens (a sealed pack in a store, whose size is known).
+func (c *fileCache) reader(path, name string, remote func() (io.ReaderAt, int64, error)) (*pack.Reader, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.clock++
@@ -37,8 +42,26 @@ func (c *fileCache) reader(path, name string) (*pack.Reader, error) {
 		cf.used = c.clock
 		return cf.r, nil
 	}
+	var cf *cachedFile
 	f, err := os.Open(path)
-	if err != nil {
+	switch {
+	case err == nil:
+		cf = &cachedFile{f: f, r: pack.NewReader(f, 1<<62, name)}
+	case errors.Is(err, fs.ErrNotExist) && remote != nil:
+		// A store's open is a network round trip: other packs' readers
+		// go on meanwhile.
+		c.mu.Unlock()
+		ra, size, err := remote()
+		c.mu.Lock()
+		if err != nil {
+			return nil, err
+		}
+		if cf, ok := c.open[path]; ok { // opened meanwhile
+			cf.used = c.clock
+			return cf.r, nil
+		}
+		cf = &cachedFile{r: pack.NewReader(ra, size, name)}
+	default:
 		return nil, fmt.Errorf("open pack %s: %w", name, err)
 	}
 	if len(c.open) >= c.max {
@@ -53,7 +76,7 @@ func (c *fileCache) reader(path, name string) (*pack.Reader, error) {
 		// closed by the finalizer of *os.File once unreferenced.
 		delete(c.open, oldest)
 	}
-	cf := &cachedFile{f: f, r: pack.NewReader(f, 1<<62, name), used: c.clock}
+	cf.used = c.clock
 	c.open[path] = cf
 	return cf.r, nil
 }
@@ -62,16 +85,28 @@ func (c *fileCache) forget(path string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if cf, ok := c.open[path]; ok {
-		cf.f.Close()
+		if cf.f != nil {
+			cf.f.Close()
+		}
 		delete(c.open, path)
 	}
+}
+
+// drop forgets path without closing it: readers handed out earlier may
+// still use it (the finalizer of *os.File closes it).
+func (c *fileCache) drop(path string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.open, path)
 }
 
 func (c *fileCache) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for p, cf := range c.open {
-		cf.f.Close()
+		if cf.f != nil {
+			cf.f.Close()
+		}
 		delete(c.open, p)
 	}
 }

@@ -3,9 +3,7 @@ package repository
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/rewind-cdp/rewind/catalog"
@@ -115,8 +113,8 @@ func (r *Repo) Prune(ctx context.Context, now time.Time, opt PruneOptions) (Prun
 		if err := r.Catalog.DeletePack(ctx, id); err != nil {
 			return res, err
 		}
-		if err := os.Remove(r.PackPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return res, fmt.Errorf("delete pack %s: %w", r.PackName(id), err)
+		if err := r.deletePack(ctx, id); err != nil {
+			return res, err
 		}
 		res.PacksDeleted++
 	}

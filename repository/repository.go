@@ -8,6 +8,7 @@
 //	config.json     format version, repository id, algorithms, pack size
 //	catalog.db      the SQLite catalog (WAL)
 //	packs/XX/ID.pack
+//	packs.json      where sealed packs live when not here (see package packstore)
 //	server.crt/.key the server's self-signed TLS identity (made by the server)
 package repository
 
@@ -26,6 +27,7 @@ import (
 
 	"github.com/rewind-cdp/rewind/catalog"
 	"github.com/rewind-cdp/rewind/repository/pack"
+	"github.com/rewind-cdp/rewind/repository/packstore"
 )
 
 // Config is stored in config.json and never changes after Init, except
@@ -64,6 +66,7 @@ type Repo struct {
 	Catalog *catalog.DB
 	codec   *pack.Codec
 	files   *fileCache
+	packs   packstore.Store
 }
 
 // DefaultDir returns $REWIND_REPO, or ~/.local/share/rewind.
@@ -114,8 +117,22 @@ func Init(ctx context.Context, dir string) (*Repo, error) {
 	return Open(ctx, dir)
 }
 
+// OpenOptions tune OpenWith.
+type OpenOptions struct {
+	// Packs reaches the pack store. A URL records that store in the
+	// repository (packs.json) for every later open; without one the
+	// recorded store is used (credentials and cache size still come from
+	// here or the environment), else the repository directory.
+	Packs packstore.Options
+}
+
 // Open opens an existing repository.
 func Open(ctx context.Context, dir string) (*Repo, error) {
+	return OpenWith(ctx, dir, OpenOptions{})
+}
+
+// OpenWith opens an existing repository with opt.
+func OpenWith(ctx context.Context, dir string, opt OpenOptions) (*Repo, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, serr := os.Stat(dir); serr != nil {
@@ -141,20 +158,73 @@ func Open(ctx context.Context, dir string) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
+	store, err := openPackStore(ctx, dir, opt.Packs)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", dir, err)
+	}
 	db, err := catalog.Open(ctx, filepath.Join(dir, "catalog.db"), false)
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: %w", dir, err)
 	}
-	return &Repo{Dir: dir, Config: cfg, Catalog: db, codec: codec, files: newFileCache(64)}, nil
+	return &Repo{Dir: dir, Config: cfg, Catalog: db, codec: codec, files: newFileCache(64), packs: store}, nil
+}
+
+// openPackStore opens the store recorded in dir, or the one opt names
+// (recording it).
+func openPackStore(ctx context.Context, dir string, opt packstore.Options) (packstore.Store, error) {
+	loc, recorded, err := packstore.ReadLocation(dir)
+	if err != nil {
+		return nil, err
+	}
+	if opt.URL == "" && !recorded {
+		return packstore.Dir{Root: dir}, nil
+	}
+	if opt.URL != "" && recorded && opt.URL != loc.URL {
+		return nil, fmt.Errorf("its packs are in %s, not %s (moving packs between stores is not supported)", loc.URL, opt.URL)
+	}
+	if recorded {
+		// Flags override what is recorded; the rest comes from the record.
+		if opt.Endpoint == "" {
+			opt.Endpoint = loc.Endpoint
+		}
+		if opt.Region == "" {
+			opt.Region = loc.Region
+		}
+		opt.Insecure = opt.Insecure || loc.Insecure
+		opt.URL = loc.URL
+	}
+	opt.FillFromEnv()
+	store, err := packstore.NewS3(ctx, opt)
+	if err != nil {
+		return nil, err
+	}
+	if !recorded {
+		if err := packstore.WriteLocation(dir, opt.Location); err != nil {
+			return nil, err
+		}
+	}
+	return store, nil
 }
 
 // OpenOrInit opens the repository in dir, creating it when dir is absent
 // or empty.
 func OpenOrInit(ctx context.Context, dir string) (*Repo, error) {
+	return OpenOrInitWith(ctx, dir, OpenOptions{})
+}
+
+// OpenOrInitWith is OpenOrInit with options.
+func OpenOrInitWith(ctx context.Context, dir string, opt OpenOptions) (*Repo, error) {
 	if _, err := os.Stat(filepath.Join(dir, "config.json")); errors.Is(err, fs.ErrNotExist) {
-		return Init(ctx, dir)
+		r, err := Init(ctx, dir)
+		if err != nil {
+			return nil, err
+		}
+		if opt.Packs.URL == "" {
+			return r, nil
+		}
+		r.Close()
 	}
-	return Open(ctx, dir)
+	return OpenWith(ctx, dir, opt)
 }
 
 // Close closes the catalog and any open pack files.
@@ -171,13 +241,10 @@ func (r *Repo) PackPath(id int64) string {
 	return filepath.Join(r.Dir, "packs", fmt.Sprintf("%02x", id&0xff), fmt.Sprintf("%016x.pack", id))
 }
 
-// PackName is how a pack is named to people: its path inside the repository.
+// PackName is how a pack is named to people and to the pack store: its
+// path inside the repository.
 func (r *Repo) PackName(id int64) string {
-	rel, err := filepath.Rel(r.Dir, r.PackPath(id))
-	if err != nil {
-		return r.PackPath(id)
-	}
-	return rel
+	return filepath.ToSlash(filepath.Join("packs", fmt.Sprintf("%02x", id&0xff), fmt.Sprintf("%016x.pack", id)))
 }
 
 // entryBufs holds buffers for the stored bytes of one entry while it is
@@ -187,7 +254,7 @@ var entryBufs = sync.Pool{New: func() any { return new([]byte) }}
 // ReadChunk reads a chunk and returns its verified data, appended to
 // dst[:0]. Damage is an error naming the pack and offset, never wrong data.
 func (r *Repo) ReadChunk(ctx context.Context, c catalog.ChunkRef, dst []byte) ([]byte, error) {
-	pr, err := r.files.reader(r.PackPath(c.PackID), r.PackName(c.PackID))
+	pr, err := r.packReader(ctx, c.PackID)
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,82 @@ import (
 
 	"github.com/rewind-cdp/rewind/catalog"
 	"github.com/rewind-cdp/rewind/repository/pack"
+	"github.com/rewind-cdp/rewind/repository/packstore"
+	"github.com/rewind-cdp/rewind/repository/packstore/s3test"
 )
+
+// backend is a pack store the tests run against: the repository directory,
+// or S3 on a versitygw started for the test.
+type backend struct {
+	name string
+	opt  OpenOptions
+	s3   *s3test.Server
+}
+
+// forEachBackend runs fn as a subtest per pack store. The S3 subtest
+// skips (fails in CI) without versitygw.
+func forEachBackend(t *testing.T, fn func(t *testing.T, b *backend)) {
+	t.Run("dir", func(t *testing.T) { fn(t, &backend{name: "dir"}) })
+	t.Run("s3", func(t *testing.T) {
+		srv := s3test.Start(t)
+		fn(t, &backend{name: "s3", s3: srv, opt: OpenOptions{Packs: srv.Options("rewind", "t")}})
+	})
+}
+
+// init creates a repository in dir using the backend's store.
+func (b *backend) init(t *testing.T, dir string) *Repo { return b.initTB(t, dir) }
+
+func (b *backend) initTB(t testing.TB, dir string) *Repo {
+	t.Helper()
+	r, err := Init(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.s3 == nil {
+		return r
+	}
+	r.Close()
+	return b.openTB(t, dir)
+}
+
+// open opens dir again; the store is found from what the repository
+// recorded, given only the credentials.
+func (b *backend) open(t *testing.T, dir string) *Repo { return b.openTB(t, dir) }
+
+func (b *backend) openTB(t testing.TB, dir string) *Repo {
+	t.Helper()
+	opt := b.opt
+	if _, recorded, _ := packstore.ReadLocation(dir); recorded {
+		opt.Packs.Location = packstore.Location{}
+	}
+	r, err := OpenWith(context.Background(), dir, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Packs().Local() != (b.s3 == nil) {
+		t.Fatalf("backend %s opened a repository whose pack store is %s", b.name, r.Packs())
+	}
+	return r
+}
+
+// removePack deletes a sealed pack wherever the backend keeps it.
+func (b *backend) removePack(t *testing.T, r *Repo, id int64) {
+	t.Helper()
+	if err := r.deletePack(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// packSize is the size of a pack wherever it is.
+func packSize(t *testing.T, r *Repo, id int64) int64 {
+	t.Helper()
+	_, size, release, err := r.OpenPack(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	return size
+}
 
 type memTarget struct{ b []byte }
 
@@ -71,12 +146,11 @@ func testData(n int) []byte {
 	return b
 }
 
-func TestStoreRestoreAndReadAt(t *testing.T) {
+func TestStoreRestoreAndReadAt(t *testing.T) { forEachBackend(t, testStoreRestoreAndReadAt) }
+
+func testStoreRestoreAndReadAt(t *testing.T, b *backend) {
 	ctx := context.Background()
-	r, err := Init(ctx, filepath.Join(t.TempDir(), "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := b.init(t, filepath.Join(t.TempDir(), "repo"))
 	defer r.Close()
 	r.Config.PackSize = 4096 // force several packs
 	st, err := r.NewStore(ctx)
@@ -100,21 +174,31 @@ func TestStoreRestoreAndReadAt(t *testing.T) {
 	if n, err := pr.ReadAt(got, 4000); n != len(got) || err != nil || !bytes.Equal(got, data[4000:14000]) {
 		t.Fatalf("ReadAt across blocks: n %d err %v equal %v", n, err, bytes.Equal(got, data[4000:14000]))
 	}
-	if res, err := r.Check(ctx, CheckOptions{ReadData: true}); err != nil || !res.OK() || res.Packs < 2 {
+	if res, err := r.Check(ctx, CheckOptions{ReadData: true}); err != nil || !res.OK() || res.Packs < 2 || len(res.Warnings) > 0 {
 		t.Fatalf("check: %+v %v", res, err)
+	}
+	if b.s3 != nil {
+		// Every pack is sealed, so every pack lives in the store only.
+		if m, _ := filepath.Glob(filepath.Join(r.Dir, "packs", "*", "*.pack")); len(m) > 0 {
+			t.Errorf("sealed packs left in the directory: %v", m)
+		}
+		var n int
+		r.Packs().List(ctx, func(string, int64) { n++ })
+		if packs, _ := r.Catalog.Packs(ctx); n != len(packs) {
+			t.Errorf("the store holds %d packs, the catalog names %d", n, len(packs))
+		}
 	}
 }
 
 // A crash leaves the current pack open with entries past what was
 // indexed: on restart the pack is cut after the last indexed chunk and
 // sealed, and everything acknowledged still restores.
-func TestRecoveryAfterCrash(t *testing.T) {
+func TestRecoveryAfterCrash(t *testing.T) { forEachBackend(t, testRecoveryAfterCrash) }
+
+func testRecoveryAfterCrash(t *testing.T, b *backend) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "repo")
-	r, err := Init(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := b.init(t, dir)
 	st, err := r.NewStore(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -127,14 +211,10 @@ func TestRecoveryAfterCrash(t *testing.T) {
 	if err := st.Put(ctx, pack.Entry{Compression: comp, HashAlgo: pack.HashSHA256, ULen: uint32(len(extra)), Hash: pack.SumBlock(extra)}, stored); err != nil {
 		t.Fatal(err)
 	}
-	packFile := r.PackPath(1)
-	before, _ := os.Stat(packFile)
+	before := packSize(t, r, 1)
 	r.Close()
 
-	r2, err := Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r2 := b.open(t, dir)
 	defer r2.Close()
 	if _, err := r2.NewStore(ctx); err != nil {
 		t.Fatalf("recovery: %v", err)
@@ -143,8 +223,11 @@ func TestRecoveryAfterCrash(t *testing.T) {
 	if len(packs) != 1 || packs[0].State != catalog.PackSealed {
 		t.Fatalf("after recovery packs are %+v, want one sealed", packs)
 	}
-	after, _ := os.Stat(packFile)
-	t.Logf("pack was %d bytes, %d after recovery", before.Size(), after.Size())
+	after := packSize(t, r2, 1)
+	t.Logf("pack was %d bytes, %d after recovery", before, after)
+	if _, err := os.Stat(r2.PackPath(1)); b.s3 != nil && err == nil {
+		t.Error("the recovered pack was left in the directory, not moved to the store")
+	}
 	res, err := r2.Check(ctx, CheckOptions{ReadData: true})
 	if err != nil || !res.OK() {
 		t.Fatalf("check after recovery: %+v %v", res, err)
@@ -155,17 +238,16 @@ func TestRecoveryAfterCrash(t *testing.T) {
 	}
 }
 
-func TestMissingPackIsDamage(t *testing.T) {
+func TestMissingPackIsDamage(t *testing.T) { forEachBackend(t, testMissingPackIsDamage) }
+
+func testMissingPackIsDamage(t *testing.T, b *backend) {
 	ctx := context.Background()
-	r, err := Init(ctx, filepath.Join(t.TempDir(), "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := b.init(t, filepath.Join(t.TempDir(), "repo"))
 	defer r.Close()
 	st, _ := r.NewStore(ctx)
 	p := storeVolume(t, r, st, testData(50000), 4096, true)
 	st.Close(ctx)
-	os.Remove(r.PackPath(1))
+	b.removePack(t, r, 1)
 	res, err := r.Check(ctx, CheckOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -317,13 +399,17 @@ func TestConcurrentPutsSealAndCommit(t *testing.T) {
 
 // ReadAhead returns what PointReader returns, forward, backward and past
 // the end.
+// With small packs the reads cross sealed packs (in the store, with S3)
+// and the open one (always in the directory).
 func TestReadAheadMatchesPointReader(t *testing.T) {
+	forEachBackend(t, testReadAheadMatchesPointReader)
+}
+
+func testReadAheadMatchesPointReader(t *testing.T, b *backend) {
 	ctx := context.Background()
-	r, err := Init(ctx, filepath.Join(t.TempDir(), "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := b.init(t, filepath.Join(t.TempDir(), "repo"))
 	defer r.Close()
+	r.Config.PackSize = 16 << 10
 	st, err := r.NewStore(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -40,6 +40,9 @@ func (r *Repo) NewStore(ctx context.Context) (*Store, error) {
 	if err := r.recoverOpenPacks(ctx); err != nil {
 		return nil, err
 	}
+	if err := r.syncSealedPacks(ctx); err != nil {
+		return nil, err
+	}
 	s := &Store{repo: r, pending: map[pack.Hash]catalog.NewChunk{}}
 	s.sealed = sync.NewCond(&s.mu)
 	return s, nil
@@ -108,7 +111,7 @@ func (s *Store) Put(ctx context.Context, e pack.Entry, stored []byte) error {
 	s.mu.Lock()
 	full, err := s.putLocked(ctx, e, stored)
 	s.mu.Unlock()
-	return s.seal(full, err)
+	return s.seal(ctx, full, err)
 }
 
 // PutAbsent is Put of a block HasMany reported absent with abs: the
@@ -121,7 +124,7 @@ func (s *Store) PutAbsent(ctx context.Context, e pack.Entry, stored []byte, abs 
 	}
 	full, err := s.putLocked(ctx, e, stored)
 	s.mu.Unlock()
-	return s.seal(full, err)
+	return s.seal(ctx, full, err)
 }
 
 // fullPack is a pack that reached its size, to be sealed.
@@ -131,13 +134,20 @@ type fullPack struct {
 }
 
 // seal seals a full pack put left behind, outside mu: other blocks go on
-// into the next pack while it is synced and read back. A Commit waits for
-// every seal under way before it indexes anything (see Commit).
-func (s *Store) seal(full *fullPack, err error) error {
+// into the next pack while it is synced, read back and (with a pack store
+// other than the directory) uploaded. A Commit waits for every seal under
+// way before it indexes anything (see Commit), so nothing in a sealed pack
+// is acknowledged before the store holds it.
+func (s *Store) seal(ctx context.Context, full *fullPack, err error) error {
 	if full == nil {
 		return err
 	}
 	serr := full.w.Seal()
+	if serr == nil {
+		// The upload finishes even if this Put's caller gives up: other
+		// sessions' blocks are in the pack too.
+		serr = s.repo.uploadPack(context.WithoutCancel(ctx), full.id)
+	}
 	s.mu.Lock()
 	if serr != nil {
 		if s.err == nil {
@@ -235,6 +245,11 @@ func (s *Store) Commit(ctx context.Context, b catalog.Batch) error {
 		s.mu.Unlock()
 		return err
 	}
+	for _, st := range states {
+		if st.State == catalog.PackSealed {
+			s.repo.dropLocal(st.ID) // uploaded by seal, recorded sealed just now
+		}
+	}
 	s.mu.Lock()
 	if len(chunks) > 0 {
 		s.indexed++ // before they leave pending: see HasMany
@@ -251,6 +266,10 @@ func (s *Store) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if s.cur != nil {
 		if err := s.cur.Seal(); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		if err := s.repo.uploadPack(ctx, s.curID); err != nil {
 			s.mu.Unlock()
 			return err
 		}
@@ -279,7 +298,7 @@ func (r *Repo) recoverOpenPacks(ctx context.Context) error {
 		}
 		path := r.PackPath(p.ID)
 		if len(chunks) == 0 {
-			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := r.deletePack(ctx, p.ID); err != nil {
 				return fmt.Errorf("remove empty pack %s: %w", r.PackName(p.ID), err)
 			}
 			if err := r.Catalog.DeletePack(ctx, p.ID); err != nil {
@@ -294,10 +313,14 @@ func (r *Repo) recoverOpenPacks(ctx context.Context) error {
 			return fmt.Errorf("recover pack %s: %w", r.PackName(p.ID), err)
 		}
 		slog.Info("recovered pack left open by an unclean stop", "pack", r.PackName(p.ID), "chunks", len(chunks), "size", size)
+		r.files.forget(path)
+		if err := r.uploadPack(ctx, p.ID); err != nil {
+			return err
+		}
 		if err := r.Catalog.Apply(ctx, catalog.Batch{Packs: []catalog.PackState{{ID: p.ID, State: catalog.PackSealed, Size: size}}}); err != nil {
 			return err
 		}
-		r.files.forget(path)
+		r.dropLocal(p.ID)
 	}
 	return nil
 }

@@ -65,7 +65,7 @@ func runDemo(ctx context.Context, out, stderr io.Writer, work string, size int64
 	serverDone := make(chan error, 1)
 	ready := make(chan string, 1)
 	go func() {
-		serverDone <- runServer(ctx, repoPath, "127.0.0.1:0", "", "", 0, func(a string) { ready <- a })
+		serverDone <- runServer(ctx, repoPath, "", "127.0.0.1:0", "", "", 0, func(a string) { ready <- a })
 	}()
 	var addr string
 	select {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/rewind-cdp/rewind/catalog"
 	"github.com/rewind-cdp/rewind/ingest"
-	"github.com/rewind-cdp/rewind/repository"
 )
 
 func newMachineCmd() *cobra.Command {
@@ -38,7 +37,7 @@ or empty.`,
 			if err := ingest.ValidName(name); err != nil {
 				return usageError{fmt.Errorf("machine %w", err)}
 			}
-			repo, err := repository.OpenOrInit(cmd.Context(), repoDir(dir))
+			repo, err := openRepoWriting(cmd.Context(), repoDir(dir), "")
 			if err != nil {
 				return err
 			}

@@ -149,6 +149,7 @@ func newPruneCmd() *cobra.Command {
 	var dir string
 	var dryRun, asJSON bool
 	var minDead float64
+	var packs string
 	c := &cobra.Command{
 		Use:   "prune",
 		Short: "Thin points by the retention policies and free what no point needs",
@@ -164,14 +165,18 @@ The server also prunes by itself every --prune-every (rewind server --help).`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			repo, err := openRepo(ctx, dir)
+			if minDead <= 0 || minDead > 1 {
+				return usagef("--rewrite-dead must be in (0, 1]")
+			}
+			opt, err := repoOptions(packs)
+			if err != nil {
+				return err
+			}
+			repo, err := repository.OpenWith(ctx, repoDir(dir), opt)
 			if err != nil {
 				return err
 			}
 			defer repo.Close()
-			if minDead <= 0 || minDead > 1 {
-				return usagef("--rewrite-dead must be in (0, 1]")
-			}
 			res, err := repo.Prune(ctx, time.Now(), repository.PruneOptions{DryRun: dryRun, MinDead: minDead})
 			if err != nil {
 				return err
@@ -204,6 +209,7 @@ The server also prunes by itself every --prune-every (rewind server --help).`,
 	}
 	addRepoFlag(c, &dir)
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "only list the points that would be dropped")
+	addPacksFlag(c, &packs)
 	c.Flags().Float64Var(&minDead, "rewrite-dead", 0.1, "rewrite a pack once this share of it is dead (1: only delete wholly dead packs)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c

@@ -31,7 +31,11 @@ func repoDir(dir string) string {
 
 // openRepo opens an existing repository for a read-side command.
 func openRepo(ctx context.Context, dir string) (*repository.Repo, error) {
-	return repository.Open(ctx, repoDir(dir))
+	opt, err := repoOptions("")
+	if err != nil {
+		return nil, err
+	}
+	return repository.OpenWith(ctx, repoDir(dir), opt)
 }
 
 // lookupVolume finds machine/volume, with an error naming what is missing.

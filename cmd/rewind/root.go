@@ -81,6 +81,7 @@ Or run the whole sequence on a generated image: rewind demo`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	addS3Flags(root)
 	for _, c := range subcommands() {
 		root.AddCommand(c)
 	}

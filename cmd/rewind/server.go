@@ -15,7 +15,7 @@ import (
 )
 
 func newServerCmd() *cobra.Command {
-	var dir, listen, certFile, keyFile string
+	var dir, listen, certFile, keyFile, packs string
 	var pruneEvery time.Duration
 	c := &cobra.Command{
 		Use:   "server",
@@ -30,10 +30,21 @@ self-signed certificate at <repo>/server.crt, which clients trust with --ca
 loss) loses nothing that was acknowledged.
 
 Every --prune-every the server applies the retention policies by itself
-(rewind retention set), beside ingest; 0 turns that off.`,
+(rewind retention set), beside ingest; 0 turns that off.
+
+--packs s3://bucket/prefix keeps sealed packs in S3-compatible storage
+(versitygw, MinIO, Ceph RGW, AWS S3) instead of <repo>/packs: packs are written
+locally while open and uploaded when sealed; nothing in a sealed pack is
+acknowledged before the store holds it. The choice is recorded in the repository
+(<repo>/packs.json), so restore, mount, check and prune find the packs without
+--packs; credentials always come from --s3-access-key/--s3-secret-key or
+$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY, and reads go through a memory cache
+of --s3-cache-size.`,
 		Example: `  rewind server
   rewind server --repo /srv/rewind --listen 0.0.0.0:7420
-  rewind server --tls-cert /etc/rewind/cert.pem --tls-key /etc/rewind/key.pem`,
+  rewind server --tls-cert /etc/rewind/cert.pem --tls-key /etc/rewind/key.pem
+  AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… rewind server \
+      --packs s3://rewind/site1 --s3-endpoint s3.example.com`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (certFile == "") != (keyFile == "") {
@@ -42,21 +53,22 @@ Every --prune-every the server applies the retention policies by itself
 			if pruneEvery < 0 {
 				return usagef("--prune-every must not be negative")
 			}
-			return runServer(cmd.Context(), repoDir(dir), listen, certFile, keyFile, pruneEvery, nil)
+			return runServer(cmd.Context(), repoDir(dir), packs, listen, certFile, keyFile, pruneEvery, nil)
 		},
 	}
 	addRepoFlag(c, &dir)
 	c.Flags().StringVar(&listen, "listen", ingest.DefaultListen, "address to listen on")
 	c.Flags().StringVar(&certFile, "tls-cert", "", "TLS certificate (PEM); default <repo>/server.crt, self-signed on first start")
 	c.Flags().StringVar(&keyFile, "tls-key", "", "TLS private key (PEM); default <repo>/server.key")
+	addPacksFlag(c, &packs)
 	c.Flags().DurationVar(&pruneEvery, "prune-every", time.Hour, "apply the retention policies this often (0: never)")
 	return c
 }
 
 // runServer serves dir on listen until ctx ends. ready, when set, is told
 // the address once the server accepts connections.
-func runServer(ctx context.Context, dir, listen, certFile, keyFile string, pruneEvery time.Duration, ready func(addr string)) error {
-	repo, err := repository.OpenOrInit(ctx, dir)
+func runServer(ctx context.Context, dir, packs, listen, certFile, keyFile string, pruneEvery time.Duration, ready func(addr string)) error {
+	repo, err := openRepoWriting(ctx, dir, packs)
 	if err != nil {
 		return err
 	}

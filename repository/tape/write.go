@@ -198,6 +198,24 @@ func (w *writer) writeFile(name, path string, size int64) error {
 		return err
 	}
 	defer f.Close()
+	return w.writeStream(name, path, f, size)
+}
+
+// writePack streams a pack from wherever the repository keeps it.
+func (w *writer) writePack(ctx context.Context, repo *repository.Repo, name string, id, size int64) error {
+	ra, have, release, err := repo.OpenPack(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if size <= 0 {
+		size = have
+	}
+	return w.writeStream(name, name, io.NewSectionReader(ra, 0, size), size)
+}
+
+// writeStream streams size bytes of f onto the set as the file name.
+func (w *writer) writeStream(name, path string, f io.Reader, size int64) error {
 	if !w.room(2, 1) {
 		if err := w.closeTape(false); err != nil {
 			return err
@@ -279,15 +297,16 @@ func Write(ctx context.Context, repo *repository.Repo, opt WriteOptions) (catalo
 	type file struct {
 		name, path string
 		size       int64
+		pack       int64 // read through the repository (its pack store)
 	}
-	files := []file{{"config.json", filepath.Join(repo.Dir, "config.json"), 0}, {"catalog.db", snap, 0}}
+	files := []file{{"config.json", filepath.Join(repo.Dir, "config.json"), 0, 0}, {"catalog.db", snap, 0, 0}}
 	for _, p := range packs {
 		path := repo.PackPath(p.ID)
 		rel, _ := filepath.Rel(repo.Dir, path)
-		files = append(files, file{filepath.ToSlash(rel), path, p.Size})
+		files = append(files, file{filepath.ToSlash(rel), path, p.Size, p.ID})
 	}
 	for i := range files {
-		if files[i].size == 0 || files[i].name == "catalog.db" || files[i].name == "config.json" {
+		if files[i].pack == 0 && (files[i].size == 0 || files[i].name == "catalog.db" || files[i].name == "config.json") {
 			st, err := os.Stat(files[i].path)
 			if err != nil {
 				return catalog.TapeSet{}, fmt.Errorf("%s: %w", files[i].name, err)
@@ -299,7 +318,13 @@ func Write(ctx context.Context, repo *repository.Repo, opt WriteOptions) (catalo
 		return catalog.TapeSet{}, err
 	}
 	for _, f := range files {
-		if err := w.writeFile(f.name, f.path, f.size); err != nil {
+		var err error
+		if f.pack != 0 {
+			err = w.writePack(ctx, repo, f.name, f.pack, f.size)
+		} else {
+			err = w.writeFile(f.name, f.path, f.size)
+		}
+		if err != nil {
 			w.f.Close()
 			return catalog.TapeSet{}, err
 		}

@@ -19,10 +19,12 @@ import (
 // kill -9 of the server in the middle of a 512 MiB backup: after restart
 // check --read-data is clean, the backup completes by itself, and every
 // point the client was told was stored restores exactly.
-func TestServerKilledMidBackup(t *testing.T) {
+func TestServerKilledMidBackup(t *testing.T) { forEachPackStore(t, testServerKilledMidBackup) }
+
+func testServerKilledMidBackup(t *testing.T, ps *packStore) {
 	dir := t.TempDir()
 	repo := filepath.Join(dir, "repo")
-	s := h.StartServer(t, repo, "127.0.0.1:0")
+	s := h.StartServer(t, repo, "127.0.0.1:0", ps.args...)
 	tok := h.AddMachine(t, repo, "db1")
 
 	small := filepath.Join(dir, "small.img")
@@ -50,9 +52,8 @@ func TestServerKilledMidBackup(t *testing.T) {
 	})
 
 	// Kill the server once a good part of the backup has reached it.
-	packs := filepath.Join(repo, "packs")
 	deadline := time.Now().Add(60 * time.Second)
-	for h.DirSize(t, packs) < 150<<20 {
+	for ps.packBytes(t, repo) < 150<<20 {
 		if time.Now().After(deadline) {
 			t.Fatalf("backup made no progress in 60 s; server log:\n%s", s.Log())
 		}
@@ -63,8 +64,8 @@ func TestServerKilledMidBackup(t *testing.T) {
 		}
 	}
 	s.Kill9(t)
-	time.Sleep(500 * time.Millisecond) // the client sees the server gone and retries
-	s2 := h.StartServer(t, repo, s.Addr)
+	time.Sleep(500 * time.Millisecond)   // the client sees the server gone and retries
+	s2 := h.StartServer(t, repo, s.Addr) // the pack store is recorded in the repository
 
 	select {
 	case err := <-done:
@@ -114,9 +115,13 @@ func TestServerKilledMidBackup(t *testing.T) {
 // and the affected points; a restore of an affected point fails with a
 // clear error, never with wrong data.
 func TestFlippedByteIsFoundAndNeverRestored(t *testing.T) {
+	forEachPackStore(t, testFlippedByteIsFoundAndNeverRestored)
+}
+
+func testFlippedByteIsFoundAndNeverRestored(t *testing.T, ps *packStore) {
 	dir := t.TempDir()
 	repo := filepath.Join(dir, "repo")
-	s := h.StartServer(t, repo, "127.0.0.1:0")
+	s := h.StartServer(t, repo, "127.0.0.1:0", ps.args...)
 	tok := h.AddMachine(t, repo, "web1")
 	img := filepath.Join(dir, "disk.img")
 	h.Image(t, img, 16<<20, 21)
@@ -124,13 +129,14 @@ func TestFlippedByteIsFoundAndNeverRestored(t *testing.T) {
 	h.Mutate(t, img, 0.1, 22)
 	p2 := mustBackup(t, s, tok, "web1", "root", img)
 	s.Stop(t)
+	ps.mustBeInStore(t, repo)
 
 	if r := h.Run(t, nil, "check", "--repo", repo, "--read-data"); r.Code != 0 {
 		t.Fatalf("check before the damage: %s%s", r.Stdout, r.Stderr)
 	}
 	// Flip one byte inside the data of the first block of the first pack,
 	// which the first point needs.
-	matches, _ := filepath.Glob(filepath.Join(repo, "packs", "*", "*.pack"))
+	matches, _ := filepath.Glob(filepath.Join(ps.root(repo), "packs", "*", "*.pack"))
 	if len(matches) == 0 {
 		t.Fatal("no pack files")
 	}
@@ -149,7 +155,7 @@ func TestFlippedByteIsFoundAndNeverRestored(t *testing.T) {
 	if err := os.WriteFile(victim, raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rel, _ := filepath.Rel(repo, victim)
+	rel, _ := filepath.Rel(ps.root(repo), victim)
 
 	chk := h.Run(t, nil, "check", "--repo", repo, "--read-data")
 	if chk.Code != 1 {

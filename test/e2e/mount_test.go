@@ -190,12 +190,14 @@ func TestMountWhileIngesting(t *testing.T) {
 }
 
 // rewind umount ends a one-point mount, whose root is the file system.
-func TestMountOnePointAndUmount(t *testing.T) {
+func TestMountOnePointAndUmount(t *testing.T) { forEachPackStore(t, testMountOnePointAndUmount) }
+
+func testMountOnePointAndUmount(t *testing.T, ps *packStore) {
 	testenv.NeedFUSE(t)
 	testenv.NeedTool(t, "mkfs.ext4")
 	dir := t.TempDir()
 	repo := filepath.Join(dir, "repo")
-	s := h.StartServer(t, repo, "127.0.0.1:0")
+	s := h.StartServer(t, repo, "127.0.0.1:0", ps.args...)
 	tok := h.AddMachine(t, repo, "web1")
 	src := filepath.Join(dir, "src")
 	os.MkdirAll(filepath.Join(src, "etc"), 0o755)
@@ -205,6 +207,8 @@ func TestMountOnePointAndUmount(t *testing.T) {
 		t.Fatalf("mkfs.ext4: %v %s", err, out)
 	}
 	mustBackup(t, s, tok, "web1", "root", img)
+	s.Stop(t) // seals the pack: with packs on S3 the mount reads the object
+	ps.mustBeInStore(t, repo)
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	m := startMount(t, mnt, "--repo", repo, "--machine", "web1", "--volume", "root", "--at", "latest")

@@ -45,10 +45,12 @@ func restore(t *testing.T, repo, machine, volume, at, to string) h.Result {
 
 // Three points with different contents each restore byte-identical, by id
 // and by time.
-func TestThreePointsRestoreExactly(t *testing.T) {
+func TestThreePointsRestoreExactly(t *testing.T) { forEachPackStore(t, testThreePointsRestoreExactly) }
+
+func testThreePointsRestoreExactly(t *testing.T, store *packStore) {
 	dir := t.TempDir()
 	repo := filepath.Join(dir, "repo")
-	s := h.StartServer(t, repo, "127.0.0.1:0")
+	s := h.StartServer(t, repo, "127.0.0.1:0", store.args...)
 	tok := h.AddMachine(t, repo, "web1")
 	img := filepath.Join(dir, "disk.img")
 	h.Image(t, img, 48<<20+12345, 1) // a size that is no multiple of the block size

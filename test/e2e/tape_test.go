@@ -15,10 +15,14 @@ import (
 // server runs, the repository deleted, rebuilt from the tapes alone: every
 // point restores byte-identically and check --read-data is clean. A
 // damaged tape is refused naming the tape and record.
-func TestTapeDisasterRecovery(t *testing.T) {
+// With packs on S3 the tapes are written from the objects, and the rebuilt
+// repository keeps its packs locally.
+func TestTapeDisasterRecovery(t *testing.T) { forEachPackStore(t, testTapeDisasterRecovery) }
+
+func testTapeDisasterRecovery(t *testing.T, ps *packStore) {
 	dir := t.TempDir()
 	repo := filepath.Join(dir, "repo")
-	s := h.StartServer(t, repo, "127.0.0.1:0")
+	s := h.StartServer(t, repo, "127.0.0.1:0", ps.args...)
 	tok := h.AddMachine(t, repo, "web1")
 	img := filepath.Join(dir, "disk.img")
 	h.Image(t, img, 24<<20, 21)
@@ -31,7 +35,7 @@ func TestTapeDisasterRecovery(t *testing.T) {
 		sums = append(sums, h.SHA256(t, img))
 		ids = append(ids, mustBackup(t, s, tok, "web1", "root", img).Point.ID)
 	}
-	packs := h.DirSize(t, filepath.Join(repo, "packs"))
+	packs := ps.packBytes(t, repo)
 	capacity := packs/2 - 1<<20 // three tapes at least
 	tapes := filepath.Join(dir, "tapes", "set1-tape%d")
 	os.MkdirAll(filepath.Dir(tapes), 0o755)

@@ -105,11 +105,11 @@ type Server struct {
 var listenRe = regexp.MustCompile(`rewind server listening"? addr=(\S+)`)
 
 // StartServer starts `rewind server` on repo, listening on addr
-// ("127.0.0.1:0" for any free port), and waits until it accepts
-// connections. The server is stopped when the test ends.
-func StartServer(t testing.TB, repo, addr string) *Server {
+// ("127.0.0.1:0" for any free port), with any extra flags, and waits until
+// it accepts connections. The server is stopped when the test ends.
+func StartServer(t testing.TB, repo, addr string, extra ...string) *Server {
 	t.Helper()
-	cmd := exec.Command(Binary(t), "server", "--repo", repo, "--listen", addr)
+	cmd := exec.Command(Binary(t), append([]string{"server", "--repo", repo, "--listen", addr}, extra...)...)
 	s := &Server{Repo: repo, CA: filepath.Join(repo, "server.crt"), cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
