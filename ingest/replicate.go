@@ -277,6 +277,8 @@ func (c *Client) replicatePass(ctx context.Context, repo *repository.Repo, opt R
 	sort.SliceStable(jobs, func(i, j int) bool { return jobs[i].p.Time.Before(jobs[j].p.Time) })
 	for _, j := range jobs {
 		rp, err := c.replicatePoint(ctx, repo, opt, j)
+		res.BlocksSent += rp.BlocksSent
+		res.BytesSent += rp.BytesSent
 		if err != nil {
 			return fmt.Errorf("replicate %s/%s point %d (%s): %w", j.vol.Machine, j.vol.Name, j.p.ID, j.p.Time.Format(time.RFC3339Nano), err)
 		}
@@ -288,8 +290,6 @@ func (c *Client) replicatePass(ctx context.Context, repo *repository.Repo, opt R
 		} else {
 			res.Points++
 		}
-		res.BlocksSent += rp.BlocksSent
-		res.BytesSent += rp.BytesSent
 		slog.Info("point replicated", "target", opt.Target, "machine", rp.Machine, "volume", rp.Volume, "point", rp.PointID,
 			"time", rp.Time.Format(time.RFC3339Nano), "skipped", rp.Skipped, "blocks_sent", rp.BlocksSent, "bytes_sent", rp.BytesSent,
 			"lag", rp.Acked.Sub(rp.Time).Round(time.Millisecond))
@@ -305,11 +305,11 @@ const changedPage = 4 * maxOffer
 
 // replicatePoint sends one point: begin, offers of the changed blocks
 // (from several workers), the blocks the target lacks, commit.
-func (c *Client) replicatePoint(ctx context.Context, repo *repository.Repo, opt ReplicateOptions, j replJob) (ReplicatedPoint, error) {
+func (c *Client) replicatePoint(ctx context.Context, repo *repository.Repo, opt ReplicateOptions, j replJob) (rp ReplicatedPoint, err error) {
 	p := j.p
-	rp := ReplicatedPoint{Machine: p.Machine, Volume: p.Volume, PointID: p.ID, Time: p.Time, Kind: p.Kind}
+	rp = ReplicatedPoint{Machine: p.Machine, Volume: p.Volume, PointID: p.ID, Time: p.Time, Kind: p.Kind}
 	var br replicaBeginResponse
-	err := c.postJSON(ctx, "/v1/replica/sessions", replicaBeginRequest{
+	err = c.postJSON(ctx, "/v1/replica/sessions", replicaBeginRequest{
 		Machine: p.Machine, Volume: p.Volume, VolumeKind: p.VolumeKind, Size: p.Size, BlockSize: p.BlockSize,
 		Time: p.Time.UnixNano(), Kind: p.Kind, Label: p.Label,
 	}, &br)
@@ -333,6 +333,7 @@ func (c *Client) replicatePoint(ctx context.Context, repo *repository.Repo, opt 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var blocks, bytes atomic.Int64
+	defer func() { rp.BlocksSent, rp.BytesSent = blocks.Load(), bytes.Load() }()
 	var wg sync.WaitGroup
 	for range opt.Workers {
 		wg.Add(1)
@@ -341,12 +342,12 @@ func (c *Client) replicatePoint(ctx context.Context, repo *repository.Repo, opt 
 			var body, buf []byte
 			for w := range works {
 				nb, n, err := c.sendStored(ctx, repo, br, w.o, w.refs, &body, &buf)
+				blocks.Add(nb)
+				bytes.Add(n)
 				if err != nil {
 					cancel(err)
 					return
 				}
-				blocks.Add(nb)
-				bytes.Add(n)
 				if opt.Progress != nil && n > 0 {
 					opt.Progress(n)
 				}
@@ -418,7 +419,7 @@ feed:
 	if !cr.Point.Time.Equal(p.Time) {
 		return rp, fmt.Errorf("the target committed the point at %s, not at its time %s", cr.Point.Time.Format(time.RFC3339Nano), p.Time.Format(time.RFC3339Nano))
 	}
-	rp.BlocksSent, rp.BytesSent, rp.Acked = blocks.Load(), bytes.Load(), time.Now()
+	rp.Acked = time.Now()
 	return rp, nil
 }
 
@@ -438,25 +439,47 @@ func (c *Client) sendStored(ctx context.Context, repo *repository.Repo, br repli
 		return 0, 0, nil
 	}
 	b := (*body)[:0]
-	var n int64
+	var n, sentBlocks, sentBytes, inBody int64
+	post := func() error {
+		if len(b) == 0 {
+			return nil
+		}
+		if _, err := c.post(ctx, "/v1/sessions/"+br.Session+"/blocks", "application/octet-stream", b); err != nil {
+			*body = nil // the transport may still hold it
+			return err
+		}
+		sentBlocks, sentBytes = sentBlocks+inBody, sentBytes+n
+		b, n, inBody = b[:0], 0, 0
+		return nil
+	}
 	for _, i := range need {
 		if need := (pack.Entry{CLen: refs[i].CLen}).Len(); refs[i].CLen <= pack.MaxBlock && int64(cap(*buf)) < need {
 			*buf = make([]byte, need)
 		}
 		e, stored, err := repo.ReadStored(ctx, refs[i], *buf)
 		if err != nil {
-			return 0, 0, fmt.Errorf("read block %d: %w", o.Entries[i].Blk, err)
+			return sentBlocks, sentBytes, fmt.Errorf("read block %d: %w", o.Entries[i].Blk, err)
 		}
 		if name := pack.CompressionName(e.Compression); len(br.Compressions) > 0 && !slices.Contains(br.Compressions, name) {
-			return 0, 0, fmt.Errorf("the target does not accept compression %q, in which block %d is stored", name, o.Entries[i].Blk)
+			return sentBlocks, sentBytes, fmt.Errorf("the target does not accept compression %q, in which block %d is stored", name, o.Entries[i].Blk)
 		}
 		b = appendBlock(b, sentBlock{Blk: o.Entries[i].Blk, Entry: pack.Entry{Hash: e.Hash, Compression: e.Compression, ULen: e.ULen}, Stored: stored})
 		n += int64(len(stored))
+		inBody++
+		if len(b) >= maxBlocksBody {
+			if err := post(); err != nil {
+				return sentBlocks, sentBytes, err
+			}
+		}
 	}
-	if _, err := c.post(ctx, "/v1/sessions/"+br.Session+"/blocks", "application/octet-stream", b); err != nil {
-		*body = nil // the transport may still hold it
-		return 0, 0, err
+	if err := post(); err != nil {
+		return sentBlocks, sentBytes, err
 	}
 	*body = b[:0]
-	return int64(len(need)), n, nil
+	return sentBlocks, sentBytes, nil
 }
+
+// maxBlocksBody bounds one blocks request of a replication: what is in
+// flight when the target dies is sent again, and the bandwidth limit paces
+// requests.
+const maxBlocksBody = 2 << 20
