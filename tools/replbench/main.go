@@ -7,13 +7,14 @@
 //   - the replica's lag during the steady phase: for every point, the time
 //     from its commit on the source to the target's acknowledgement
 //     (p50/p99/max);
+//
 //   - after a cut (the target server stopped for -cut, then restarted on
 //     the same address) the time to catch up — from the restart until the
 //     target holds every point committed before it — and the bytes sent
 //     for the points made during the cut against the new unique bytes
 //     those points stored on the source.
 //
-//	go run ./tools/replbench [-seconds 60] [-cut 60s] [-size 64MiB] [-change 0.02]
+//     go run ./tools/replbench [-seconds 60] [-cut 60s] [-size 64MiB] [-change 0.02]
 package main
 
 import (
