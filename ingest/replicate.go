@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -158,6 +159,10 @@ func (c *Client) Replicate(ctx context.Context, repo *repository.Repo, opt Repli
 				if ctx.Err() != nil {
 					return res, ctx.Err()
 				}
+				if errors.Is(err, errPointPruned) {
+					slog.Info("a point was pruned while it was replicated; starting again from what the target holds", "err", err)
+					continue
+				}
 				if !retryable(err) {
 					return res, err
 				}
@@ -213,6 +218,10 @@ func checkMachines(ctx context.Context, repo *repository.Repo, machines []string
 	}
 	return nil
 }
+
+// errPointPruned: a point was pruned from this repository while it was
+// being replicated.
+var errPointPruned = errors.New("the point was pruned here while it was sent")
 
 // replJob is one point to replicate and the point of its volume the
 // target holds before it (0: none known, send every written block).
@@ -410,6 +419,14 @@ feed:
 		return rp, feedErr
 	}
 	if err := context.Cause(ctx); err != nil {
+		return rp, err
+	}
+	// A prune that dropped the point meanwhile moved its block rows to the
+	// next point: what was offered may lack them. Such a point is not
+	// committed; the next pass starts from what the target holds.
+	if _, err := repo.Catalog.Point(ctx, p.ID); errors.Is(err, catalog.ErrNotFound) {
+		return rp, errPointPruned
+	} else if err != nil {
 		return rp, err
 	}
 	var cr commitResponse
