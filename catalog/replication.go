@@ -160,8 +160,16 @@ func (db *DB) ReplicaMachine(ctx context.Context, peer Peer, name string) (Machi
 	if err := db.ensureRepl(ctx); err != nil {
 		return Machine{}, err
 	}
+	// Known already (every point after the first): no write transaction.
+	var id, ns int64
+	var owner sql.NullInt64
+	err := db.r.QueryRowContext(ctx, `SELECT m.id, m.created_ns, r.peer_id FROM machines m
+		LEFT JOIN replica_machines r ON r.machine_id = m.id WHERE m.name = ?`, name).Scan(&id, &ns, &owner)
+	if err == nil && owner.Valid && owner.Int64 == peer.ID {
+		return Machine{ID: id, Name: name, Created: time.Unix(0, ns).UTC()}, nil
+	}
 	var m Machine
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err = db.tx(ctx, func(tx *sql.Tx) error {
 		var id, ns int64
 		var owner sql.NullInt64
 		var ownerName sql.NullString

@@ -189,7 +189,10 @@ func (s *Server) replicaBegin(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	vol, err := s.repo.Catalog.EnsureVolumeKind(ctx, m.ID, req.Volume, req.VolumeKind, req.Size, req.BlockSize)
+	vol, err := s.repo.Catalog.Volume(ctx, m.Name, req.Volume) // no write transaction when it exists
+	if errors.Is(err, catalog.ErrNotFound) {
+		vol, err = s.repo.Catalog.EnsureVolumeKind(ctx, m.ID, req.Volume, req.VolumeKind, req.Size, req.BlockSize)
+	}
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
