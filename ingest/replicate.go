@@ -26,7 +26,7 @@ type ReplicateOptions struct {
 	// Once replicates the points that exist now and returns; otherwise new
 	// points are followed until ctx ends.
 	Once bool
-	// Interval is how often new points are looked for (default 1 s).
+	// Interval is how often new points are looked for (default 250 ms).
 	Interval time.Duration
 	// Workers is how many offers of one point are in flight (default 4).
 	Workers int
@@ -125,7 +125,7 @@ func (l *rateLimiter) wait(ctx context.Context, n int) error {
 // repo's catalog under opt.Target.
 func (c *Client) Replicate(ctx context.Context, repo *repository.Repo, opt ReplicateOptions) (res ReplicateResult, err error) {
 	if opt.Interval <= 0 {
-		opt.Interval = time.Second
+		opt.Interval = 250 * time.Millisecond
 	}
 	if opt.Workers <= 0 {
 		opt.Workers = 4

@@ -219,7 +219,7 @@ summary (--json for JSON), with a progress bar when stderr is a terminal.`,
 	c.Flags().StringVar(&bwlimit, "bwlimit", "", "average bandwidth limit, e.g. 50MB/s or 10MiB/s (default: none)")
 	c.Flags().BoolVar(&once, "once", false, "replicate the points that exist now and exit")
 	c.Flags().BoolVar(&asJSON, "json", false, "with --once: print the summary as JSON")
-	c.Flags().DurationVar(&interval, "interval", time.Second, "how often to look for new points")
+	c.Flags().DurationVar(&interval, "interval", 250*time.Millisecond, "how often to look for new points (one indexed query of the local catalog)")
 	c.Flags().DurationVar(&retryFor, "retry-for", 2*time.Minute, "with --once: give up after this long without progress")
 	c.Flags().IntVar(&workers, "workers", 4, "offers of one point in flight")
 	c.AddCommand(newReplicateStatusCmd())

@@ -45,7 +45,7 @@ func main() {
 	size := flag.Int64("size", 64<<20, "volume size in bytes")
 	change := flag.Float64("change", 0.02, "fraction of the volume's 64 KiB blocks each point changes")
 	every := flag.Duration("every", time.Second, "time between points")
-	interval := flag.Duration("interval", time.Second, "replicate's polling interval")
+	interval := flag.Duration("interval", 250*time.Millisecond, "replicate's polling interval")
 	work := flag.String("work", "", "work directory (default a new temporary one, removed afterwards)")
 	flag.Parse()
 	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil)))
