@@ -157,6 +157,9 @@ func (c *Client) Replicate(ctx context.Context, repo *repository.Repo, opt Repli
 			}
 			if err != nil {
 				if ctx.Err() != nil {
+					if !opt.Once {
+						return res, nil // following ends when told to
+					}
 					return res, ctx.Err()
 				}
 				if errors.Is(err, errPointPruned) {
