@@ -178,6 +178,9 @@ func (c *Client) Replicate(ctx context.Context, repo *repository.Repo, opt Repli
 				res.Retries++
 				slog.Warn("replication interrupted; retrying", "target", opt.Target, "err", err, "in", backoff)
 				if !sleepCtx(ctx, backoff) {
+					if !opt.Once {
+						return res, nil
+					}
 					return res, ctx.Err()
 				}
 				backoff = min(2*backoff, 5*time.Second)
