@@ -236,7 +236,7 @@ type replStatus struct {
 	LastPointTime string `json:"last_point_time,omitempty"`
 	NewestLocal   string `json:"newest_local_time,omitempty"`
 	// LagSeconds is the newest local point's time minus the newest point
-	// the target acknowledged (all of the history when none was).
+	// the target acknowledged (when none was: the oldest point's age).
 	LagSeconds float64 `json:"lag_seconds"`
 	// UnsentBytes is the stored size of the blocks of the points not yet
 	// acknowledged (an upper bound: the target may hold some).
@@ -292,8 +292,9 @@ func replicationStatus(ctx context.Context, repo *repository.Repo, target string
 				after = s.PointID
 				st.LastPoint, st.LastPointTime, st.BytesSent, st.Updated = s.PointID, pointTime(s.Time), s.BytesSent, s.Updated.Format(time.RFC3339)
 				st.LagSeconds = max(0, newest.Sub(s.Time).Seconds())
-			} else if first, err := repo.Catalog.Points(ctx, v.Machine, v.Name); err == nil && len(first) > 0 {
-				st.LagSeconds = newest.Sub(first[0].Time).Seconds()
+			} else if first, err := repo.Catalog.PointsAfter(ctx, v.ID, 0); err == nil && len(first) > 0 {
+				// Nothing acknowledged: the oldest point has waited this long.
+				st.LagSeconds = max(0, time.Since(first[0].Time).Seconds())
 			}
 			if st.UnsentBytes, err = repo.Catalog.UnsentBytes(ctx, v.ID, after); err != nil {
 				return nil, err
@@ -331,7 +332,8 @@ func newReplicateStatusCmd() *cobra.Command {
 		Short: "Show per machine and volume how far each replication target is behind",
 		Long: `Show, for every target this repository replicates to and every volume: the
 newest point the target acknowledged, the lag in seconds (the newest local
-point's time minus that point's time) and the bytes not yet sent (the stored
+point's time minus that point's time; when the target acknowledged nothing
+yet, the age of the oldest point) and the bytes not yet sent (the stored
 size of the blocks of the points not yet acknowledged: an upper bound, as the
 target may hold some of them already). Works while replication runs.`,
 		Example: `  rewind replicate status
