@@ -381,3 +381,11 @@ func (db *DB) LastCommittedID(ctx context.Context) (int64, error) {
 	}
 	return id, nil
 }
+
+// FirstPointsAfter lists at most n of the volume's committed points with
+// an id above afterID and a time after afterNS (Unix nanoseconds), oldest
+// first.
+func (db *DB) FirstPointsAfter(ctx context.Context, volumeID, afterID, afterNS int64, n int) ([]Point, error) {
+	return db.queryPoints(ctx, `p.volume_id = ? AND p.state = 'committed' AND p.id > ? AND p.time_ns > ? ORDER BY p.time_ns, p.id LIMIT ?`,
+		volumeID, afterID, afterNS, n)
+}

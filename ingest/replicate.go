@@ -151,7 +151,8 @@ func (c *Client) Replicate(ctx context.Context, repo *repository.Repo, opt Repli
 		}
 		if last != seen {
 			before := res.Points + res.Skipped + int(res.BlocksSent)
-			err = c.replicatePass(ctx, repo, opt, &res)
+			var more bool
+			more, err = c.replicatePass(ctx, repo, opt, &res)
 			if before != res.Points+res.Skipped+int(res.BlocksSent) {
 				failing = time.Time{} // progress
 			}
@@ -186,7 +187,11 @@ func (c *Client) Replicate(ctx context.Context, repo *repository.Repo, opt Repli
 				backoff = min(2*backoff, 5*time.Second)
 				continue
 			}
-			seen, failing, backoff = last, time.Time{}, 250*time.Millisecond
+			failing, backoff = time.Time{}, 250*time.Millisecond
+			if more {
+				continue
+			}
+			seen = last
 		}
 		if opt.Once {
 			return res, nil
@@ -238,11 +243,15 @@ type replJob struct {
 	afterSize int64
 }
 
-// replicatePass replicates every point the target lacks now, oldest first.
-func (c *Client) replicatePass(ctx context.Context, repo *repository.Repo, opt ReplicateOptions, res *ReplicateResult) error {
+// passPoints bounds the points of one volume a pass lists.
+var passPoints = 1000 // a variable for tests
+
+// replicatePass replicates the points the target lacks now, oldest first;
+// more reports that a volume had more than passPoints of them.
+func (c *Client) replicatePass(ctx context.Context, repo *repository.Repo, opt ReplicateOptions, res *ReplicateResult) (more bool, err error) {
 	all, err := repo.Catalog.Volumes(ctx, "")
 	if err != nil {
-		return err
+		return false, err
 	}
 	var vols []catalog.Volume
 	for _, v := range all {
@@ -258,13 +267,14 @@ func (c *Client) replicatePass(ctx context.Context, repo *repository.Repo, opt R
 		}
 		var resp replicaStateResponse
 		if err := c.postJSON(ctx, "/v1/replica/state", req, &resp); err != nil {
-			return err
+			return false, err
 		}
 		for _, st := range resp.Volumes {
 			newest[replicaVolume{st.Machine, st.Volume}] = st.Newest
 		}
 	}
 	var jobs []replJob
+	var cutoff time.Time
 	for _, v := range vols {
 		held := newest[replicaVolume{v.Machine, v.Name}]
 		var after, afterSize int64
@@ -277,28 +287,40 @@ func (c *Client) replicatePass(ctx context.Context, repo *repository.Repo, opt R
 			// (pruned): the next point is sent whole; the target compares
 			// each block with what it holds.
 		}
-		pts, err := repo.Catalog.PointsAfter(ctx, v.ID, after)
+		pts, err := repo.Catalog.FirstPointsAfter(ctx, v.ID, after, held, passPoints)
 		if err != nil {
-			return err
+			return false, err
+		}
+		if len(pts) == passPoints {
+			// Memory stays bounded: the rest in the next pass, and no
+			// point of another volume newer than these goes before them.
+			more = true
+			if last := pts[len(pts)-1].Time; cutoff.IsZero() || last.Before(cutoff) {
+				cutoff = last
+			}
 		}
 		for _, p := range pts {
-			if p.Time.UnixNano() <= held {
-				continue
-			}
 			jobs = append(jobs, replJob{vol: v, p: p, after: after, afterSize: afterSize})
 			after, afterSize = p.ID, p.Size
 		}
 	}
 	sort.SliceStable(jobs, func(i, j int) bool { return jobs[i].p.Time.Before(jobs[j].p.Time) })
+	if !cutoff.IsZero() {
+		n := 0
+		for n < len(jobs) && !jobs[n].p.Time.After(cutoff) {
+			n++
+		}
+		jobs = jobs[:n]
+	}
 	for _, j := range jobs {
 		rp, err := c.replicatePoint(ctx, repo, opt, j)
 		res.BlocksSent += rp.BlocksSent
 		res.BytesSent += rp.BytesSent
 		if err != nil {
-			return fmt.Errorf("replicate %s/%s point %d (%s): %w", j.vol.Machine, j.vol.Name, j.p.ID, j.p.Time.Format(time.RFC3339Nano), err)
+			return false, fmt.Errorf("replicate %s/%s point %d (%s): %w", j.vol.Machine, j.vol.Name, j.p.ID, j.p.Time.Format(time.RFC3339Nano), err)
 		}
 		if err := repo.Catalog.SetReplicated(ctx, opt.Target, j.vol.ID, j.p.ID, j.p.Time, rp.BytesSent); err != nil {
-			return err
+			return false, err
 		}
 		if rp.Skipped {
 			res.Skipped++
@@ -312,7 +334,7 @@ func (c *Client) replicatePass(ctx context.Context, repo *repository.Repo, opt R
 			opt.OnPoint(rp)
 		}
 	}
-	return nil
+	return more, nil
 }
 
 // changedPage is how many changed blocks are read from the catalog at once.

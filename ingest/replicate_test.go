@@ -281,3 +281,26 @@ func TestReplicateResumesWithoutResending(t *testing.T) {
 		t.Fatalf("the replica received %d bytes of blocks (%d counted sent), want %d: blocks were sent again", f.bytes.Load(), res.BytesSent, want)
 	}
 }
+
+// A backlog larger than one pass lists is replicated whole by --once, in
+// several passes.
+func TestReplicateBacklogInPasses(t *testing.T) {
+	defer func(n int) { passPoints = n }(passPoints)
+	passPoints = 2
+	src := sourceWithPoints(t, "web1", testImages(5, 16*4096))
+	_, dst, url, cfg := testServer(t, true)
+	c, _ := NewClient(url, addPeer(t, dst, "siteA"), cfg)
+	res, err := c.Replicate(context.Background(), src, ReplicateOptions{Target: url, Once: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, got := pointSums(t, src, "web1"), pointSums(t, dst, "web1")
+	if res.Points != 5 || len(got) != 5 {
+		t.Fatalf("replicated %d points, replica holds %d, want 5", res.Points, len(got))
+	}
+	for tm, sum := range want {
+		if got[tm] != sum {
+			t.Errorf("point at %d differs on the replica", tm)
+		}
+	}
+}
