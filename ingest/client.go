@@ -31,6 +31,7 @@ type Client struct {
 	token string
 	hc    *http.Client
 	sent  atomic.Int64
+	limit *rateLimiter // SetBandwidth
 
 	mu     sync.Mutex
 	codecs map[uint8]*pack.Codec // by the compression they write
@@ -101,6 +102,9 @@ func (c *Client) post(ctx context.Context, path, ctype string, body []byte) ([]b
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Content-Type", ctype)
+	if err := c.limit.wait(ctx, len(body)); err != nil {
+		return nil, err
+	}
 	c.sent.Add(int64(len(body)))
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -61,6 +61,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sessions/{id}/blocks", s.auth(s.withSession(s.blocks)))
 	mux.HandleFunc("POST /v1/sessions/{id}/commit", s.auth(s.withSession(s.commit)))
 	mux.HandleFunc("POST /v1/sessions/{id}/writes", s.auth(s.withSession(s.writes)))
+	mux.HandleFunc("POST /v1/replica/state", s.auth(s.replicaState))
+	mux.HandleFunc("POST /v1/replica/sessions", s.auth(s.replicaBegin))
 	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	return mux
 }
@@ -98,6 +100,10 @@ func http2Config() *http.HTTP2Config {
 
 type machineKey struct{}
 
+// peerKey marks a request authenticated with a replication token (see
+// replica.go).
+type peerKey struct{}
+
 func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -106,6 +112,14 @@ func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		m, err := s.repo.Catalog.MachineByToken(r.Context(), HashToken(tok))
+		if errors.Is(err, catalog.ErrNotFound) {
+			p, perr := s.repo.Catalog.PeerByToken(r.Context(), HashToken(tok))
+			if perr == nil {
+				h(w, r.WithContext(context.WithValue(r.Context(), peerKey{}, p)))
+				return
+			}
+			err = perr
+		}
 		if errors.Is(err, catalog.ErrNotFound) {
 			slog.Warn("refused a request with an unknown token", "remote", r.RemoteAddr)
 			httpError(w, http.StatusUnauthorized, "unknown token")
@@ -157,6 +171,26 @@ type session struct {
 	applied   uint64           // stream: last journal record applied
 	ackedSeq  uint64           // stream: last journal record in a durable point
 	work      map[int64][]byte // stream: blocks changed since the last point
+
+	// A replica session (replica.go) receives a point of another server:
+	// offers list only the blocks that changed, and the point keeps its
+	// source's time, kind and label.
+	replica bool
+	peerID  int64
+	srcTime time.Time
+	srcKind string
+	srcLbl  string
+}
+
+// flushLimit is how many stored bytes a session receives before it makes
+// them durable. Replica sessions flush more often: what a crash of this
+// server loses is sent again, and a replica's source is not waiting on
+// fsync latency the way a capture agent is.
+func (sess *session) flushLimit() int64 {
+	if sess.replica {
+		return replicaFlushBytes
+	}
+	return flushBytes
 }
 
 // expected is a block asked for: its hash, and the proof it was absent.
@@ -171,7 +205,12 @@ type blockRange struct {
 }
 
 func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
-	m := r.Context().Value(machineKey{}).(catalog.Machine)
+	m, ok := r.Context().Value(machineKey{}).(catalog.Machine)
+	if !ok {
+		slog.Warn("refused a replication token on the backup endpoint", "remote", r.RemoteAddr)
+		httpError(w, http.StatusForbidden, "this is a replication token (rewind peer add): it may only replicate, not back up")
+		return
+	}
 	var req beginRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil {
 		httpError(w, http.StatusBadRequest, "begin: "+err.Error())
@@ -260,7 +299,8 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) withSession(h func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		m := r.Context().Value(machineKey{}).(catalog.Machine)
+		m, isMachine := r.Context().Value(machineKey{}).(catalog.Machine)
+		p, _ := r.Context().Value(peerKey{}).(catalog.Peer)
 		s.mu.Lock()
 		sess := s.sessions[r.PathValue("id")]
 		s.mu.Unlock()
@@ -268,8 +308,8 @@ func (s *Server) withSession(h func(http.ResponseWriter, *http.Request, *session
 			httpError(w, http.StatusNotFound, "no such session (the server restarted or a newer session took over): begin again")
 			return
 		}
-		if sess.machine.ID != m.ID {
-			httpError(w, http.StatusForbidden, "this session belongs to another machine")
+		if (isMachine && (sess.peerID != 0 || sess.machine.ID != m.ID)) || (!isMachine && sess.peerID != p.ID) {
+			httpError(w, http.StatusForbidden, "this session belongs to another machine or peer")
 			return
 		}
 		sess.mu.Lock()
@@ -296,7 +336,7 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 		return
 	}
 	full := len(o.Entries) == int(o.End-o.First)
-	if o.End > sess.nblocks || (!full && !sess.stream) {
+	if o.End > sess.nblocks || (!full && !sess.stream && !sess.replica) {
 		httpError(w, http.StatusBadRequest, fmt.Sprintf("offer: range [%d, %d) must list each of the volume's %d blocks once", o.First, o.End, sess.nblocks))
 		return
 	}
@@ -442,7 +482,7 @@ func (s *Server) blocks(w http.ResponseWriter, r *http.Request, sess *session) {
 		received++
 	}
 	sess.mu.Lock()
-	due := sess.unflushed >= flushBytes || len(sess.rows) >= flushRows
+	due := sess.unflushed >= sess.flushLimit() || len(sess.rows) >= flushRows
 	sess.mu.Unlock()
 	if due {
 		if _, err := s.flush(ctx, sess, false); err != nil {
@@ -457,7 +497,7 @@ func (s *Server) blocks(w http.ResponseWriter, r *http.Request, sess *session) {
 // commit also commits the point.
 func (s *Server) flush(ctx context.Context, sess *session, commit bool) (catalog.Batch, error) {
 	sess.mu.Lock()
-	if commit && (sess.progress < sess.nblocks || len(sess.expect) > 0) {
+	if commit && ((!sess.replica && sess.progress < sess.nblocks) || len(sess.expect) > 0) {
 		p, n := sess.progress, sess.nblocks
 		sess.mu.Unlock()
 		return catalog.Batch{}, fmt.Errorf("commit: only blocks below %d of %d are recorded", p, n)
@@ -471,6 +511,12 @@ func (s *Server) flush(ctx context.Context, sess *session, commit bool) (catalog
 	unflushed := sess.unflushed
 	sess.unflushed = 0
 	b := catalog.Batch{VolumeID: sess.volume.ID, PointID: sess.point.ID, Blocks: rows, Progress: sess.progress, Commit: commit, Time: time.Now().UTC()}
+	if sess.replica {
+		b.Time, b.Kind, b.Label = sess.srcTime, sess.srcKind, sess.srcLbl
+		if commit {
+			b.Progress = sess.nblocks
+		}
+	}
 	sess.mu.Unlock()
 	sortRows(b.Blocks)
 	if err := s.store.Commit(ctx, b); err != nil {

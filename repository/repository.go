@@ -292,3 +292,33 @@ func writeFileSync(path string, b []byte) error {
 	}
 	return f.Close()
 }
+
+// ReadStored reads a chunk as it is stored in its pack (compressed, with
+// its entry: hash, compression, lengths), checked against the pack's
+// checksum and the catalog's hash, for sending to another repository
+// without decompressing it. A chunk whose pack a prune rewrote meanwhile
+// is looked up again.
+func (r *Repo) ReadStored(ctx context.Context, c catalog.ChunkRef, buf []byte) (pack.Entry, []byte, error) {
+	e, stored, err := r.readStored(ctx, c, buf)
+	if errors.Is(err, fs.ErrNotExist) {
+		if c, err = r.Catalog.Chunk(ctx, c.Hash); err == nil {
+			e, stored, err = r.readStored(ctx, c, buf)
+		}
+	}
+	return e, stored, err
+}
+
+func (r *Repo) readStored(ctx context.Context, c catalog.ChunkRef, buf []byte) (pack.Entry, []byte, error) {
+	pr, err := r.packReader(ctx, c.PackID)
+	if err != nil {
+		return pack.Entry{}, nil, err
+	}
+	e, stored, err := pr.ReadEntry(c.Offset, c.CLen, buf)
+	if err != nil {
+		return pack.Entry{}, nil, err
+	}
+	if e.Hash != c.Hash || e.ULen != c.ULen {
+		return pack.Entry{}, nil, &pack.FormatError{Pack: r.PackName(c.PackID), Offset: c.Offset, Msg: fmt.Sprintf("entry holds block %s, catalog expects %x", e.Hash, c.Hash)}
+	}
+	return e, stored, nil
+}

@@ -38,6 +38,8 @@ func subcommands() []*cobra.Command {
 		newServerCmd(),
 		newMachineCmd(),
 		newMachinesCmd(),
+		newPeerCmd(),
+		newReplicateCmd(),
 		newBackupCmd(),
 		newPointsCmd(),
 		newRestoreCmd(),
