@@ -194,11 +194,11 @@ func TestPruneDuringCaptureAndMount(t *testing.T) {
 		r := rand.New(rand.NewPCG(9, 9))
 		for i := 0; !stopped(); i++ {
 			writes.Add(1)
-			b := make([]byte, 64<<10+r.IntN(1<<20))
+			b := make([]byte, 64<<10+r.IntN(512<<10)) // 100 files of at most 576 KiB fit the volume
 			for j := range b {
 				b[j] = byte(r.Uint32())
 			}
-			p := filepath.Join(e.mnt, fmt.Sprintf("f%03d", i%200))
+			p := filepath.Join(e.mnt, fmt.Sprintf("f%03d", i%100))
 			if err := os.WriteFile(p, b, 0o644); err != nil {
 				errs <- "write on the protected volume: " + err.Error()
 				return

@@ -383,6 +383,13 @@ func (r *raw) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 		if i < 2 {
 			continue // "." and "..": Linux ignores their entry
 		}
+		if a := dl.attrs[i]; a.Mode.IsRegular() && !a.Immutable {
+			// A names-only listing leaves generated files (sql/, ese/)
+			// with size 0 until they are looked up, and overlay-backed
+			// images change: no attributes here (node id 0), so the
+			// kernel looks the entry up when it needs them.
+			continue
+		}
 		r.fillEntry(eo, dl.attrs[i])
 	}
 	return fuse.OK
