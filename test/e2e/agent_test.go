@@ -99,6 +99,19 @@ func (a *agentProc) kill9() {
 	<-a.done
 }
 
+// flushDevice makes a block device flush its write cache (fsync).
+func flushDevice(t *testing.T, dev string) {
+	t.Helper()
+	f, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync %s: %v", dev, err)
+	}
+}
+
 func mustCmd(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
@@ -322,7 +335,12 @@ func TestAgentCapturesEveryMomentExactly(t *testing.T) {
 			for phase := range 10 {
 				touched := workload(t, mnt, phase, r)
 				syscall.Sync()
-				time.Sleep(1500 * time.Millisecond) // any cut of these writes happens now
+				// sync(2) writes ntfs-3g's dirty pages of the loop device
+				// but sends it no cache flush; an fsync of the device does,
+				// as an application's fsync would: a flush point then holds
+				// the moment, however late a timed cut comes on a busy machine.
+				flushDevice(t, a.loop)
+				time.Sleep(1500 * time.Millisecond) // timed cuts of these writes happen now
 				moments = append(moments, moment{at: time.Now(), manifest: manifest(t, mnt), touched: touched})
 			}
 			mustCmd(t, "umount", mnt)
