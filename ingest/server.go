@@ -157,6 +157,12 @@ type session struct {
 	applied   uint64           // stream: last journal record applied
 	ackedSeq  uint64           // stream: last journal record in a durable point
 	work      map[int64][]byte // stream: blocks changed since the last point
+	// stream, guarded by streamMu: points cut but not yet durable, the
+	// blocks they changed (not yet in the catalog), and points made
+	// durable that the current writes request has not yet answered with.
+	staged []catalog.Batch
+	carry  map[int64][]byte
+	done   []PointRef
 }
 
 // expected is a block asked for: its hash, and the proof it was absent.
@@ -240,7 +246,7 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 		id: hex.EncodeToString(idb), machine: m, volume: vol, point: p, seeded: seeded,
 		blockSize: vol.BlockSize, nblocks: (req.Size + vol.BlockSize - 1) / vol.BlockSize,
 		expect: map[int64]expected{}, ranges: map[int64]*blockRange{}, progress: p.Progress, flushed: p.Progress,
-		stream: req.Stream, epoch: req.Epoch, work: map[int64][]byte{},
+		stream: req.Stream, epoch: req.Epoch, work: map[int64][]byte{}, carry: map[int64][]byte{},
 	}
 	resp := beginResponse{Session: sess.id, PointID: p.ID, BlockSize: vol.BlockSize, ResumeFrom: p.Progress, Resumed: resumed,
 		Compression: pack.CompressionName(s.repo.Codec().Compression()), Compressions: pack.Compressions()}
@@ -256,6 +262,19 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	slog.Info("session begun", "machine", m.Name, "volume", vol.Name, "point", p.ID, "resumed", resumed, "resume_from", p.Progress, "stream", req.Stream)
 	writeJSON(w, resp)
+}
+
+// end ends a session: its client must begin again.
+func (s *Server) end(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess.id)
+	if s.byVolume[sess.volume.ID] == sess {
+		delete(s.byVolume, sess.volume.ID)
+	}
+	s.mu.Unlock()
+	sess.mu.Lock()
+	sess.dead = true
+	sess.mu.Unlock()
 }
 
 func (s *Server) withSession(h func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
@@ -307,7 +326,7 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 		sess.streamMu.Lock()
 		var err error
 		if len(sess.work) > 0 {
-			err = s.storeWork(ctx, sess)
+			err = s.storeWork(ctx, sess, false)
 			if err == nil {
 				_, err = s.flush(ctx, sess, false) // so the comparison below sees them
 			}

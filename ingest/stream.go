@@ -58,6 +58,10 @@ type StreamRecord struct {
 // stores them into the pending point.
 const maxWork = 1024
 
+// maxStaged bounds the points one writes request cuts before it makes
+// them durable together (see commitStaged).
+const maxStaged = 64
+
 func appendRecord(b []byte, r StreamRecord) []byte {
 	b = append(b, r.Kind)
 	b = binary.LittleEndian.AppendUint64(b, r.Seq)
@@ -144,27 +148,39 @@ func (s *Server) writes(w http.ResponseWriter, r *http.Request, sess *session) {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	// Points cut by this request are made durable together at its end (or
+	// on an error: records applied before it stay applied, as the session
+	// remembers them).
+	fail := func(code int, err error) {
+		if cerr := s.commitStaged(ctx, sess); cerr != nil {
+			code, err = http.StatusInternalServerError, cerr
+		}
+		sess.done = nil // not acknowledged: the agent ships them again
+		httpError(w, code, err.Error())
+	}
 	body := io.LimitReader(r.Body, 256<<20)
-	var resp writesResponse
 	for {
 		rec, err := readRecord(body, 64<<20)
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			httpError(w, http.StatusBadRequest, err.Error())
+			fail(http.StatusBadRequest, err)
 			return
 		}
-		p, err := s.applyRecord(ctx, sess, rec)
-		if err != nil {
+		if err := s.applyRecord(ctx, sess, rec); err != nil {
 			slog.Error("applying a journal record failed", "seq", rec.Seq, "err", err)
-			httpError(w, statusOf(err), err.Error())
+			fail(statusOf(err), err)
 			return
-		}
-		if p != nil {
-			resp.Points = append(resp.Points, *p)
 		}
 	}
+	if err := s.commitStaged(ctx, sess); err != nil {
+		sess.done = nil
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	resp := writesResponse{Points: sess.done}
+	sess.done = nil
 	sess.mu.Lock()
 	resp.Acked = sess.ackedSeq
 	sess.mu.Unlock()
@@ -182,23 +198,23 @@ func statusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
-// applyRecord applies one record; a flush or cut commits a point, which
-// it returns.
-func (s *Server) applyRecord(ctx context.Context, sess *session, rec StreamRecord) (*PointRef, error) {
+// applyRecord applies one record; a flush or cut cuts a point (see
+// cutPoint).
+func (s *Server) applyRecord(ctx context.Context, sess *session, rec StreamRecord) error {
 	if rec.Kind != recCut && rec.Seq <= sess.applied {
-		return nil, nil // already applied: the agent is shipping again after an interruption
+		return nil // already applied: the agent is shipping again after an interruption
 	}
 	switch rec.Kind {
 	case recWrite, recDiscard:
 		if rec.Offset+rec.Length > sess.point.Size {
-			return nil, errBadRecord{fmt.Errorf("record %d writes %d+%d past the end of the %d-byte volume", rec.Seq, rec.Offset, rec.Length, sess.point.Size)}
+			return errBadRecord{fmt.Errorf("record %d writes %d+%d past the end of the %d-byte volume", rec.Seq, rec.Offset, rec.Length, sess.point.Size)}
 		}
 		bs := sess.blockSize
 		for pos := rec.Offset; pos < rec.Offset+rec.Length; {
 			blk := pos / bs
 			buf, err := s.workBlock(ctx, sess, blk)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			in := pos - blk*bs
 			n := min(int64(len(buf))-in, rec.Offset+rec.Length-pos)
@@ -210,15 +226,22 @@ func (s *Server) applyRecord(ctx context.Context, sess *session, rec StreamRecor
 			pos += n
 		}
 		sess.applied = rec.Seq
-		if len(sess.work) >= maxWork {
-			if err := s.storeWork(ctx, sess); err != nil {
-				return nil, err
+		if len(sess.work)+len(sess.carry) >= maxWork {
+			// Memory is bounded: points cut so far become durable, then
+			// the blocks changed since go into the pending point's rows.
+			if err := s.commitStaged(ctx, sess); err != nil {
+				return err
 			}
-			if _, err := s.flush(ctx, sess, false); err != nil {
-				return nil, err
+			if len(sess.work) >= maxWork {
+				if err := s.storeWork(ctx, sess, false); err != nil {
+					return err
+				}
+				if _, err := s.flush(ctx, sess, false); err != nil {
+					return err
+				}
 			}
 		}
-		return nil, nil
+		return nil
 	default: // flush, bookmark or cut
 		kind, label := catalog.KindFlush, ""
 		switch rec.Kind {
@@ -238,6 +261,13 @@ func (s *Server) applyRecord(ctx context.Context, sess *session, rec StreamRecor
 // point, loading it from the repository first.
 func (s *Server) workBlock(ctx context.Context, sess *session, blk int64) ([]byte, error) {
 	if b, ok := sess.work[blk]; ok {
+		return b, nil
+	}
+	if b, ok := sess.carry[blk]; ok {
+		// Changed by a point cut but not yet durable (so not yet in the
+		// catalog): it is the block's current content.
+		delete(sess.carry, blk)
+		sess.work[blk] = b
 		return b, nil
 	}
 	n := min(sess.blockSize, sess.point.Size-blk*sess.blockSize)
@@ -262,8 +292,10 @@ func (s *Server) workBlock(ctx context.Context, sess *session, blk int64) ([]byt
 	return b, nil
 }
 
-// storeWork stores the changed blocks into the pending point's rows.
-func (s *Server) storeWork(ctx context.Context, sess *session) error {
+// storeWork stores the changed blocks into the pending point's rows. With
+// carry, the blocks are kept as the current content of a point cut but not
+// yet durable; otherwise they are dropped.
+func (s *Server) storeWork(ctx context.Context, sess *session, carry bool) error {
 	if len(sess.work) == 0 {
 		return nil
 	}
@@ -287,48 +319,83 @@ func (s *Server) storeWork(ctx context.Context, sess *session) error {
 	sess.mu.Lock()
 	sess.rows = append(sess.rows, rows...)
 	sess.mu.Unlock()
+	if carry {
+		for blk, b := range sess.work {
+			sess.carry[blk] = b
+		}
+	}
 	clear(sess.work)
 	return nil
 }
 
-// cutPoint commits the pending point of a stream session and opens the
-// next one.
-func (s *Server) cutPoint(ctx context.Context, sess *session, kind, label string, t time.Time, seq uint64) (*PointRef, error) {
+// cutPoint ends the pending point of a stream session and opens the next
+// one. The point is staged: commitStaged makes every point cut by a writes
+// request durable at its end in one pack sync and one catalog transaction
+// (group commit), so a request carrying many flushes costs the disk two
+// flushes, not two per point. Nothing is acknowledged before that.
+func (s *Server) cutPoint(ctx context.Context, sess *session, kind, label string, t time.Time, seq uint64) error {
 	if !sess.seeded && sess.progress < sess.nblocks {
-		return nil, errBadRecord{fmt.Errorf("cannot cut a point of %s/%s before the whole volume was sent (%d of %d blocks)", sess.machine.Name, sess.volume.Name, sess.progress, sess.nblocks)}
+		return errBadRecord{fmt.Errorf("cannot cut a point of %s/%s before the whole volume was sent (%d of %d blocks)", sess.machine.Name, sess.volume.Name, sess.progress, sess.nblocks)}
 	}
-	if err := s.storeWork(ctx, sess); err != nil {
-		return nil, err
+	if err := s.storeWork(ctx, sess, true); err != nil {
+		return err
 	}
 	sess.mu.Lock()
 	rows := sess.rows
 	sess.rows = nil
 	sess.mu.Unlock()
-	var nextID int64
-	b := catalog.Batch{VolumeID: sess.volume.ID, PointID: sess.point.ID, Blocks: rows, Progress: sess.nblocks,
-		Commit: true, Time: t, Kind: kind, Label: label, StreamEpoch: sess.epoch, StreamSeq: seq, Next: &nextID}
+	b := catalog.Batch{VolumeID: sess.volume.ID, PointID: sess.point.ID, AfterPrevious: len(sess.staged) > 0, Blocks: rows, Progress: sess.nblocks,
+		Commit: true, Time: t, Kind: kind, Label: label, StreamEpoch: sess.epoch, StreamSeq: seq, Next: new(int64)}
 	sortRows(b.Blocks)
-	if err := s.store.Commit(ctx, b); err != nil {
-		sess.mu.Lock()
-		sess.rows = append(rows, sess.rows...)
-		sess.mu.Unlock()
-		return nil, err
+	sess.staged = append(sess.staged, b)
+	if len(sess.staged) >= maxStaged || len(sess.carry) >= maxWork {
+		return s.commitStaged(ctx, sess)
 	}
-	done, err := s.repo.Catalog.Point(ctx, sess.point.ID)
-	if err != nil {
-		return nil, err
+	return nil
+}
+
+// commitStaged makes the points cut since the last call durable, all in
+// one Store.CommitAll, and adds them to sess.done. If that fails, the
+// session's memory runs ahead of the catalog: the session ends, and the
+// agent begins a new one from its last acknowledged record.
+func (s *Server) commitStaged(ctx context.Context, sess *session) error {
+	staged := sess.staged
+	if len(staged) == 0 {
+		return nil
 	}
-	next, err := s.repo.Catalog.PendingPoint(ctx, nextID)
-	if err != nil {
-		return nil, err
+	sess.staged = nil
+	if err := s.store.CommitAll(ctx, staged); err != nil {
+		s.end(sess)
+		return err
 	}
+	clear(sess.carry)
+	ids := make([]int64, len(staged))
+	ids[0] = sess.point.ID
+	for i := 1; i < len(staged); i++ {
+		ids[i] = *staged[i-1].Next
+	}
+	last := staged[len(staged)-1]
 	sess.mu.Lock()
-	sess.point = next
-	sess.ackedSeq = seq
+	sess.ackedSeq = last.StreamSeq
 	sess.seeded = true
 	sess.progress, sess.flushed = sess.nblocks, sess.nblocks
 	sess.mu.Unlock()
-	return &PointRef{ID: done.ID, Time: done.Time, Seq: seq, Kind: kind}, nil
+	next, err := s.repo.Catalog.PendingPoint(ctx, *last.Next)
+	if err != nil {
+		s.end(sess)
+		return err
+	}
+	sess.mu.Lock()
+	sess.point = next
+	sess.mu.Unlock()
+	for i, b := range staged {
+		done, err := s.repo.Catalog.Point(ctx, ids[i])
+		if err != nil {
+			return err
+		}
+		sess.done = append(sess.done, PointRef{ID: done.ID, Time: done.Time, Seq: b.StreamSeq, Kind: b.Kind})
+	}
+	return nil
 }
 
 func isZero(b []byte) bool {
