@@ -249,7 +249,7 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 		stream: req.Stream, epoch: req.Epoch, work: map[int64][]byte{}, carry: map[int64][]byte{},
 	}
 	resp := beginResponse{Session: sess.id, PointID: p.ID, BlockSize: vol.BlockSize, ResumeFrom: p.Progress, Resumed: resumed,
-		Compression: pack.CompressionName(s.repo.Codec().Compression()), Compressions: pack.Compressions()}
+		Compression: pack.CompressionName(s.repo.Codec().Compression()), Compressions: pack.Compressions(), Hash: pack.HashName(s.repo.Hash())}
 	if req.Stream {
 		if err := s.beginStream(ctx, sess, &resp); err != nil {
 			httpError(w, http.StatusInternalServerError, err.Error())
@@ -412,7 +412,7 @@ func (s *Server) blocks(w http.ResponseWriter, r *http.Request, sess *session) {
 	var buf, plain []byte
 	var received int
 	for {
-		b, nb, err := readBlock(body, uint32(sess.blockSize), buf)
+		b, nb, err := readBlock(body, uint32(sess.blockSize), s.repo.Hash(), buf)
 		buf = nb
 		if err == io.EOF {
 			break

@@ -307,10 +307,10 @@ func (s *Server) storeWork(ctx context.Context, sess *session, carry bool) error
 			rows = append(rows, catalog.BlockWrite{Blk: blk, Zero: true})
 			continue
 		}
-		h := pack.SumBlock(b)
+		h := pack.Sum(s.repo.Hash(), b)
 		var comp uint8
 		stored, comp = codec.Compress(b, stored)
-		if err := s.store.Put(ctx, pack.Entry{Compression: comp, HashAlgo: pack.HashSHA256, ULen: uint32(len(b)), Hash: h}, stored); err != nil {
+		if err := s.store.Put(ctx, pack.Entry{Compression: comp, HashAlgo: s.repo.Hash(), ULen: uint32(len(b)), Hash: h}, stored); err != nil {
 			return err
 		}
 		rows = append(rows, catalog.BlockWrite{Blk: blk, Hash: h})
