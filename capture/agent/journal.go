@@ -32,6 +32,12 @@ type journal struct {
 	holds  int
 	err    error // a spool write error: the agent must rescan
 	notify chan struct{}
+	// unlogged says a change was kept out of the spool (or the spool
+	// failed) since the volume was last known to be durable: the spool is
+	// no longer a write-ahead log of the volume (see Logged). markUnlogged,
+	// when set, persists that before the change can be flushed.
+	unlogged     bool
+	markUnlogged func() error
 	// Writes journaled since the shipper was last woken, and whether a
 	// timer will wake it (see wakeSoon).
 	unwoken int64
@@ -86,7 +92,32 @@ func (j *journal) record(kind spool.Kind, t time.Time, off, n int64, data []byte
 	for b := off / j.blockSize; b*j.blockSize < off+n; b++ {
 		j.dirty[b] = struct{}{}
 	}
+	j.setUnlogged()
 	j.wake()
+}
+
+// setUnlogged records that the spool misses a change. Called with mu held,
+// before the change can be flushed: the mark is durable before any flush
+// relies on the volume rather than the spool.
+func (j *journal) setUnlogged() {
+	if j.unlogged {
+		return
+	}
+	j.unlogged = true
+	if j.markUnlogged != nil {
+		if err := j.markUnlogged(); err != nil {
+			slog.Error("cannot record that the spool misses changes: the volume is synced at every flush from now on", "err", err)
+		}
+	}
+}
+
+// Logged reports whether every change so far is in the spool, so the
+// block shim may treat the spool as the volume's write-ahead log
+// (shim.WriteAhead).
+func (j *journal) Logged() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.markUnlogged != nil && !j.unlogged && j.err == nil
 }
 
 // wakeSoon wakes the shipper for a write of n bytes: at once if enough
