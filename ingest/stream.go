@@ -212,7 +212,9 @@ func (s *Server) applyRecord(ctx context.Context, sess *session, rec StreamRecor
 		bs := sess.blockSize
 		for pos := rec.Offset; pos < rec.Offset+rec.Length; {
 			blk := pos / bs
-			buf, err := s.workBlock(ctx, sess, blk)
+			// A change covering the whole block needs not its old content.
+			whole := pos == blk*bs && rec.Offset+rec.Length >= min((blk+1)*bs, sess.point.Size)
+			buf, err := s.workBlock(ctx, sess, blk, whole)
 			if err != nil {
 				return err
 			}
@@ -258,8 +260,9 @@ func (s *Server) applyRecord(ctx context.Context, sess *session, rec StreamRecor
 }
 
 // workBlock returns the in-memory copy of a block changed since the last
-// point, loading it from the repository first.
-func (s *Server) workBlock(ctx context.Context, sess *session, blk int64) ([]byte, error) {
+// point, loading it from the repository first unless the caller replaces
+// all of it (whole).
+func (s *Server) workBlock(ctx context.Context, sess *session, blk int64, whole bool) ([]byte, error) {
 	if b, ok := sess.work[blk]; ok {
 		return b, nil
 	}
@@ -271,6 +274,11 @@ func (s *Server) workBlock(ctx context.Context, sess *session, blk int64) ([]byt
 		return b, nil
 	}
 	n := min(sess.blockSize, sess.point.Size-blk*sess.blockSize)
+	if whole {
+		b := make([]byte, n)
+		sess.work[blk] = b
+		return b, nil
+	}
 	ref := make([]catalog.ChunkRef, 1)
 	if err := s.repo.Catalog.BlockMap(ctx, sess.volume.ID, sess.point.ID, blk, ref); err != nil {
 		return nil, err

@@ -182,6 +182,8 @@ func TestStreamGroupCommitPoints(t *testing.T) {
 			// The same few blocks again and again, and one elsewhere.
 			v.write(int64(r.IntN(3))*65536+int64(r.IntN(60000)), randBytes(1+r.IntN(5000)))
 			v.write(int64(r.IntN(size-70000)), randBytes(1+r.IntN(70000)))
+			// Whole blocks, which the server fills without reading them.
+			v.write(int64(r.IntN(15))*65536, randBytes(65536*(1+r.IntN(2))))
 			if i%5 == 4 {
 				v.discard(int64(r.IntN(4))*65536, 4096)
 			}
