@@ -8,6 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rewind-cdp/rewind/catalog"
@@ -307,22 +311,65 @@ func (s *Server) storeWork(ctx context.Context, sess *session, carry bool) error
 	if len(sess.work) == 0 {
 		return nil
 	}
-	codec := s.repo.Codec()
-	var stored []byte
-	rows := make([]catalog.BlockWrite, 0, len(sess.work))
-	for blk, b := range sess.work {
-		if isZero(b) {
-			rows = append(rows, catalog.BlockWrite{Blk: blk, Zero: true})
-			continue
+	blks := make([]int64, 0, len(sess.work))
+	for blk := range sess.work {
+		blks = append(blks, blk)
+	}
+	slices.Sort(blks)
+	rows := make([]catalog.BlockWrite, 0, len(blks))
+	// In groups: hashed on every core, looked up 128 at a time, and only
+	// blocks the repository lacks compressed (on every core) and stored.
+	const group = 128
+	var js [group]storeJob
+	put := map[pack.Hash]bool{} // two blocks of the same data are stored once
+	for start := 0; start < len(blks); start += group {
+		jobs := js[:min(group, len(blks)-start)]
+		for i := range jobs {
+			jobs[i] = storeJob{blk: blks[start+i], data: sess.work[blks[start+i]], stored: jobs[i].stored}
 		}
-		h := pack.Sum(s.repo.Hash(), b)
-		var comp uint8
-		stored, comp = codec.Compress(b, stored)
-		if err := s.store.Put(ctx, pack.Entry{Compression: comp, HashAlgo: s.repo.Hash(), ULen: uint32(len(b)), Hash: h}, stored); err != nil {
+		algo := s.repo.Hash()
+		parallel(len(jobs), func(i int) {
+			j := &jobs[i]
+			if j.zero = isZero(j.data); !j.zero {
+				j.hash = pack.Sum(algo, j.data)
+			}
+		})
+		var hashes []pack.Hash
+		var at []int
+		for i := range jobs {
+			if !jobs[i].zero {
+				hashes = append(hashes, jobs[i].hash)
+				at = append(at, i)
+			}
+		}
+		has, abs, err := s.store.HasMany(ctx, hashes)
+		if err != nil {
 			return err
 		}
-		rows = append(rows, catalog.BlockWrite{Blk: blk, Hash: h})
-		sess.bytesNew += int64(len(stored))
+		for k, i := range at {
+			jobs[i].has = has[k]
+		}
+		codec := s.repo.Codec()
+		parallel(len(jobs), func(i int) {
+			if j := &jobs[i]; !j.zero && !j.has {
+				j.stored, j.comp = codec.Compress(j.data, j.stored)
+			}
+		})
+		for i := range jobs {
+			j := &jobs[i]
+			switch {
+			case j.zero:
+				rows = append(rows, catalog.BlockWrite{Blk: j.blk, Zero: true})
+				continue
+			case !j.has && !put[j.hash]:
+				if err := s.store.PutAbsent(ctx, pack.Entry{Compression: j.comp, HashAlgo: algo, ULen: uint32(len(j.data)), Hash: j.hash}, j.stored, abs); err != nil {
+					return err
+				}
+				put[j.hash] = true
+				sess.bytesNew += int64(len(j.stored))
+			}
+			rows = append(rows, catalog.BlockWrite{Blk: j.blk, Hash: j.hash})
+		}
 	}
 	sess.mu.Lock()
 	sess.rows = append(sess.rows, rows...)
@@ -334,6 +381,39 @@ func (s *Server) storeWork(ctx context.Context, sess *session, carry bool) error
 	}
 	clear(sess.work)
 	return nil
+}
+
+// storeJob is one changed block on its way into the repository.
+type storeJob struct {
+	blk       int64
+	data      []byte
+	zero, has bool
+	hash      pack.Hash
+	stored    []byte
+	comp      uint8
+}
+
+// parallel runs f(0) … f(n-1) on every core.
+func parallel(n int, f func(i int)) {
+	workers := min(n, runtime.NumCPU())
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // cutPoint ends the pending point of a stream session and opens the next
