@@ -52,7 +52,7 @@ const (
 	// compresses 3.7× and decodes 2.5× faster than zstd's fastest level,
 	// for a ratio of 0.48 against 0.41 (docs/design.md).
 	DefaultCompression = "s2"
-	// DefaultHash is BLAKE3: on 64 KiB blocks it hashes 1.7-1.9× faster
+	// DefaultHash is BLAKE3: on 64 KiB blocks it hashes 1.5-1.7× faster
 	// than SHA-256 with SHA-NI on this machine, and every new block is
 	// hashed twice, by the client and by the server (docs/design.md).
 	// Repositories made before keep SHA-256.
