@@ -44,7 +44,7 @@ type Config struct {
 	// shim, 0.5 s for directory and QEMU volumes). The rest of the second
 	// in which every change should be acknowledged is the server's and
 	// the scheduler's: at 0.5 s, 20 MB/s of steady writes on this loaded
-	// 2-core machine saw a p99 of 1.4–1.9 s (docs/design.md).
+	// 2-core machine saw p99s above 1 s in most runs (docs/design.md).
 	CutAfter time.Duration
 }
 
