@@ -67,84 +67,111 @@ type Batch struct {
 	StreamEpoch string
 	StreamSeq   uint64
 	Next        *int64
+	// AfterPrevious, in ApplyAll, makes the batch's point the one the
+	// batch before it opened with Next (PointID is then ignored).
+	AfterPrevious bool
 }
 
 // Apply writes a batch in one transaction.
 func (db *DB) Apply(ctx context.Context, b Batch) error {
+	return db.tx(ctx, func(tx *sql.Tx) error { return applyTx(ctx, tx, b) })
+}
+
+// ApplyAll writes batches in order in one transaction: several points of
+// a stream committed together share one disk flush (group commit). A
+// batch with AfterPrevious fills the point the batch before it opened.
+func (db *DB) ApplyAll(ctx context.Context, bs []Batch) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		for _, p := range b.Packs {
-			if _, err := tx.ExecContext(ctx, `UPDATE packs SET state = ?, size = ? WHERE id = ?`, p.State, p.Size, p.ID); err != nil {
-				return fmt.Errorf("record pack %d: %w", p.ID, err)
-			}
-		}
-		if len(b.Chunks) > 0 {
-			st, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO chunks(hash, pack_id, offset, clen, ulen) VALUES(?, ?, ?, ?, ?)`)
-			if err != nil {
-				return fmt.Errorf("index chunks: %w", err)
-			}
-			defer st.Close()
-			for _, c := range b.Chunks {
-				if _, err := st.ExecContext(ctx, c.Hash[:], c.PackID, c.Offset, c.CLen, c.ULen); err != nil {
-					return fmt.Errorf("index chunk %x: %w", c.Hash, err)
+		var prev *int64
+		for i, b := range bs {
+			if b.AfterPrevious {
+				if prev == nil || *prev == 0 {
+					return fmt.Errorf("batch %d of %d follows a batch that opened no point", i+1, len(bs))
 				}
+				b.PointID = *prev
 			}
-		}
-		if b.PointID == 0 {
-			return nil
-		}
-		if len(b.Blocks) > 0 {
-			look, err := tx.PrepareContext(ctx, `SELECT id FROM chunks WHERE hash = ?`)
-			if err != nil {
-				return fmt.Errorf("record blocks: %w", err)
+			if err := applyTx(ctx, tx, b); err != nil {
+				return err
 			}
-			defer look.Close()
-			put, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO blocks(volume_id, blk, seq, chunk_id) VALUES(?, ?, ?, ?)`)
-			if err != nil {
-				return fmt.Errorf("record blocks: %w", err)
-			}
-			defer put.Close()
-			for _, w := range b.Blocks {
-				var id int64
-				if !w.Zero {
-					if err := look.QueryRowContext(ctx, w.Hash[:]).Scan(&id); err != nil {
-						return fmt.Errorf("record block %d: chunk %x is not indexed: %w", w.Blk, w.Hash, err)
-					}
-				}
-				if _, err := put.ExecContext(ctx, b.VolumeID, w.Blk, b.PointID, id); err != nil {
-					return fmt.Errorf("record block %d: %w", w.Blk, err)
-				}
-			}
-		}
-		if b.Commit {
-			res, err := tx.ExecContext(ctx, `UPDATE points SET state = 'committed', progress = ?,
-				time_ns = MAX(?, (SELECT IFNULL(MAX(time_ns), 0) + 1 FROM points WHERE volume_id = ? AND state = 'committed')),
-				kind = IIF(? = '', kind, ?), label = IIF(? = '', label, ?), stream_epoch = ?, stream_seq = ?
-				WHERE id = ? AND state = 'pending'`,
-				b.Progress, b.Time.UnixNano(), b.VolumeID, b.Kind, b.Kind, b.Label, b.Label, b.StreamEpoch, b.StreamSeq, b.PointID)
-			if err != nil {
-				return fmt.Errorf("commit point %d: %w", b.PointID, err)
-			}
-			if n, _ := res.RowsAffected(); n != 1 {
-				return fmt.Errorf("commit point %d: it is not pending", b.PointID)
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE volumes SET size = (SELECT size FROM points WHERE id = ?) WHERE id = ?`, b.PointID, b.VolumeID); err != nil {
-				return fmt.Errorf("commit point %d: %w", b.PointID, err)
-			}
-			if b.Next != nil {
-				res, err := tx.ExecContext(ctx, `INSERT INTO points(volume_id, time_ns, kind, label, size, state)
-					SELECT volume_id, ?, 'crash', '', size, 'pending' FROM points WHERE id = ?`, nowNS(), b.PointID)
-				if err != nil {
-					return fmt.Errorf("open the point after %d: %w", b.PointID, err)
-				}
-				*b.Next, _ = res.LastInsertId()
-			}
-			return nil
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE points SET progress = ? WHERE id = ?`, b.Progress, b.PointID); err != nil {
-			return fmt.Errorf("record progress of point %d: %w", b.PointID, err)
+			prev = b.Next
 		}
 		return nil
 	})
+}
+
+func applyTx(ctx context.Context, tx *sql.Tx, b Batch) error {
+	for _, p := range b.Packs {
+		if _, err := tx.ExecContext(ctx, `UPDATE packs SET state = ?, size = ? WHERE id = ?`, p.State, p.Size, p.ID); err != nil {
+			return fmt.Errorf("record pack %d: %w", p.ID, err)
+		}
+	}
+	if len(b.Chunks) > 0 {
+		st, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO chunks(hash, pack_id, offset, clen, ulen) VALUES(?, ?, ?, ?, ?)`)
+		if err != nil {
+			return fmt.Errorf("index chunks: %w", err)
+		}
+		defer st.Close()
+		for _, c := range b.Chunks {
+			if _, err := st.ExecContext(ctx, c.Hash[:], c.PackID, c.Offset, c.CLen, c.ULen); err != nil {
+				return fmt.Errorf("index chunk %x: %w", c.Hash, err)
+			}
+		}
+	}
+	if b.PointID == 0 {
+		return nil
+	}
+	if len(b.Blocks) > 0 {
+		look, err := tx.PrepareContext(ctx, `SELECT id FROM chunks WHERE hash = ?`)
+		if err != nil {
+			return fmt.Errorf("record blocks: %w", err)
+		}
+		defer look.Close()
+		put, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO blocks(volume_id, blk, seq, chunk_id) VALUES(?, ?, ?, ?)`)
+		if err != nil {
+			return fmt.Errorf("record blocks: %w", err)
+		}
+		defer put.Close()
+		for _, w := range b.Blocks {
+			var id int64
+			if !w.Zero {
+				if err := look.QueryRowContext(ctx, w.Hash[:]).Scan(&id); err != nil {
+					return fmt.Errorf("record block %d: chunk %x is not indexed: %w", w.Blk, w.Hash, err)
+				}
+			}
+			if _, err := put.ExecContext(ctx, b.VolumeID, w.Blk, b.PointID, id); err != nil {
+				return fmt.Errorf("record block %d: %w", w.Blk, err)
+			}
+		}
+	}
+	if b.Commit {
+		res, err := tx.ExecContext(ctx, `UPDATE points SET state = 'committed', progress = ?,
+			time_ns = MAX(?, (SELECT IFNULL(MAX(time_ns), 0) + 1 FROM points WHERE volume_id = ? AND state = 'committed')),
+			kind = IIF(? = '', kind, ?), label = IIF(? = '', label, ?), stream_epoch = ?, stream_seq = ?
+			WHERE id = ? AND state = 'pending'`,
+			b.Progress, b.Time.UnixNano(), b.VolumeID, b.Kind, b.Kind, b.Label, b.Label, b.StreamEpoch, b.StreamSeq, b.PointID)
+		if err != nil {
+			return fmt.Errorf("commit point %d: %w", b.PointID, err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("commit point %d: it is not pending", b.PointID)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE volumes SET size = (SELECT size FROM points WHERE id = ?) WHERE id = ?`, b.PointID, b.VolumeID); err != nil {
+			return fmt.Errorf("commit point %d: %w", b.PointID, err)
+		}
+		if b.Next != nil {
+			res, err := tx.ExecContext(ctx, `INSERT INTO points(volume_id, time_ns, kind, label, size, state)
+				SELECT volume_id, ?, 'crash', '', size, 'pending' FROM points WHERE id = ?`, nowNS(), b.PointID)
+			if err != nil {
+				return fmt.Errorf("open the point after %d: %w", b.PointID, err)
+			}
+			*b.Next, _ = res.LastInsertId()
+		}
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE points SET progress = ? WHERE id = ?`, b.Progress, b.PointID); err != nil {
+		return fmt.Errorf("record progress of point %d: %w", b.PointID, err)
+	}
+	return nil
 }
 
 // CreatePack registers a new, open pack and returns its id.

@@ -7,10 +7,14 @@ import (
 	"crypto/x509"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rewind-cdp/rewind/repository"
+	"github.com/rewind-cdp/rewind/repository/pack"
 	"github.com/rewind-cdp/rewind/tools/imagegen"
 )
 
@@ -22,6 +26,14 @@ func testServer(t testing.TB, h2 bool) (*Server, *repository.Repo, string, *tls.
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv, url, cfg := testServerOn(t, h2, repo)
+	return srv, repo, url, cfg
+}
+
+// testServerOn serves an open repository (closed when the test ends).
+func testServerOn(t testing.TB, h2 bool, repo *repository.Repo) (*Server, string, *tls.Config) {
+	t.Helper()
+	ctx := context.Background()
 	srv, err := NewServer(ctx, repo)
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +53,7 @@ func testServer(t testing.TB, h2 bool) (*Server, *repository.Repo, string, *tls.
 	if !h2 {
 		cfg.NextProtos = []string{"http/1.1"}
 	}
-	return srv, repo, hs.URL, cfg
+	return srv, hs.URL, cfg
 }
 
 func addMachine(t testing.TB, repo *repository.Repo, name string) string {
@@ -91,4 +103,73 @@ func BenchmarkFirstBackup(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkFirstBackupHash is BenchmarkFirstBackup (HTTP/2) with the
+// repository hashing blocks under SHA-256 and under BLAKE3, in the same
+// run; it also reports the CPU time (user+system, client and server
+// together: they share this process) per GB of image.
+func BenchmarkFirstBackupHash(b *testing.B) {
+	img := benchImage(b, 256<<20)
+	for _, name := range []string{"sha256", "blake3"} {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(img)))
+			var cpu time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				repo := hashRepo(b, name)
+				_, url, cfg := testServerOn(b, true, repo)
+				tok := addMachine(b, repo, "m")
+				c, err := NewClient(url, tok, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				before := cpuTime()
+				b.StartTimer()
+				if _, err := c.Backup(context.Background(), BackupOptions{Machine: "m", Volume: "v", Source: bytes.NewReader(img), Size: int64(len(img))}); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				cpu += cpuTime() - before
+				b.StartTimer()
+			}
+			b.ReportMetric(cpu.Seconds()/float64(b.N)/(float64(len(img))/1e9), "cpu-s/GB")
+		})
+	}
+}
+
+// hashRepo makes a repository whose blocks are hashed with the named
+// algorithm.
+func hashRepo(tb testing.TB, name string) *repository.Repo {
+	tb.Helper()
+	ctx := context.Background()
+	dir := filepath.Join(tb.TempDir(), "repo")
+	repo, err := repository.Init(ctx, dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if name == repository.DefaultHash {
+		return repo
+	}
+	repo.Close()
+	p := filepath.Join(dir, "config.json")
+	cfg, _ := os.ReadFile(p)
+	cfg = bytes.Replace(cfg, []byte(`"hash": "`+repository.DefaultHash+`"`), []byte(`"hash": "`+name+`"`), 1)
+	if err := os.WriteFile(p, cfg, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	if repo, err = repository.Open(ctx, dir); err != nil {
+		tb.Fatal(err)
+	}
+	if got := pack.HashName(repo.Hash()); got != name {
+		tb.Fatalf("repository hashes with %s, want %s", got, name)
+	}
+	return repo
+}
+
+// cpuTime is the user and system CPU time this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

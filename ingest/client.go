@@ -248,7 +248,11 @@ func (c *Client) attempt(ctx context.Context, opt BackupOptions, res *BackupResu
 	if err != nil {
 		return PointRef{}, err
 	}
-	up := upload{session: br.Session, codec: codec}
+	hash, err := hashOf(br)
+	if err != nil {
+		return PointRef{}, err
+	}
+	up := upload{session: br.Session, codec: codec, hash: hash}
 	bs := br.BlockSize
 	nblocks := (opt.Size + bs - 1) / bs
 	per := min(int64(maxOffer), max(1, (4<<20)/bs))
@@ -299,10 +303,24 @@ feed:
 	return cr.Point, nil
 }
 
-// upload is where a session's blocks go and how they are compressed.
+// upload is where a session's blocks go, how they are compressed and
+// under which hash algorithm they are offered.
 type upload struct {
 	session string
 	codec   *pack.Codec
+	hash    uint8
+}
+
+// hashOf is the hash algorithm a server asks blocks to be offered under.
+func hashOf(br beginResponse) (uint8, error) {
+	if br.Hash == "" {
+		return pack.HashSHA256, nil
+	}
+	id, err := pack.HashID(br.Hash)
+	if err != nil {
+		return 0, fmt.Errorf("the server hashes blocks with %q, which this rewind does not know", br.Hash)
+	}
+	return id, nil
 }
 
 // batchWork is a worker's reusable buffers.
@@ -312,15 +330,16 @@ type batchWork struct {
 	body []byte // a blocks request, reused once the server has answered it
 }
 
-// entry is how block blk with data b is offered: as zeros, or by hash.
-func (w *batchWork) entry(blk int64, b []byte) offerEntry {
+// entry is how block blk with data b is offered: as zeros, or by its
+// hash under algorithm hash.
+func (w *batchWork) entry(hash uint8, blk int64, b []byte) offerEntry {
 	if len(w.zero) < len(b) {
 		w.zero = make([]byte, len(b))
 	}
 	if bytes.Equal(b, w.zero[:len(b)]) {
 		return offerEntry{Blk: blk, Zero: true}
 	}
-	return offerEntry{Blk: blk, Hash: pack.SumBlock(b)}
+	return offerEntry{Blk: blk, Hash: pack.Sum(hash, b)}
 }
 
 type batchCount struct{ read, sentBlocks int64 }
@@ -357,7 +376,7 @@ func (c *Client) sendBatch(ctx context.Context, up upload, opt BackupOptions, bs
 			o.Entries = append(o.Entries, offerEntry{Blk: i, Zero: true})
 			continue
 		}
-		o.Entries = append(o.Entries, w.entry(i, block(i)))
+		o.Entries = append(o.Entries, w.entry(up.hash, i, block(i)))
 	}
 	return c.offerAndSend(ctx, up, o, block, n, w)
 }
@@ -379,7 +398,7 @@ func (c *Client) sendSparse(ctx context.Context, up upload, opt BackupOptions, b
 		}
 		n.read += length
 		data[blk] = b
-		o.Entries = append(o.Entries, w.entry(blk, b))
+		o.Entries = append(o.Entries, w.entry(up.hash, blk, b))
 	}
 	return c.offerAndSend(ctx, up, o, func(blk int64) []byte { return data[blk] }, n, w)
 }

@@ -46,7 +46,11 @@ func (c *Client) OpenStreamKind(ctx context.Context, machine, volume, kind strin
 	if err != nil {
 		return nil, err
 	}
-	return &Stream{c: c, session: br.Session, up: upload{session: br.Session, codec: codec}, machine: machine, volume: volume, size: size, blockSize: br.BlockSize,
+	hash, err := hashOf(br)
+	if err != nil {
+		return nil, err
+	}
+	return &Stream{c: c, session: br.Session, up: upload{session: br.Session, codec: codec, hash: hash}, machine: machine, volume: volume, size: size, blockSize: br.BlockSize,
 		AckedSeq: br.AckedSeq, NeedScan: br.NeedScan}, nil
 }
 

@@ -36,7 +36,11 @@ func TestPoisonedBlockIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := bytes.Repeat([]byte("victim"), 683)[:4096]
-	claimed := pack.SumBlock(victim)
+	algo, err := hashOf(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimed := pack.Sum(algo, victim)
 	o := offer{First: 0, End: 1, Entries: []offerEntry{{Blk: 0, Hash: claimed}}}
 	ans, err := c.post(ctx, "/v1/sessions/"+br.Session+"/offer", "application/octet-stream", encodeOffer(o))
 	if err != nil {
@@ -87,7 +91,11 @@ func TestBackupResumesAfterSessionLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.sendBatch(ctx, upload{br.Session, codec}, opt, 65536, 0, 16, &batchWork{}); err != nil {
+	algo, err := hashOf(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.sendBatch(ctx, upload{br.Session, codec, algo}, opt, 65536, 0, 16, &batchWork{}); err != nil {
 		t.Fatal(err)
 	}
 	srv.mu.Lock()
@@ -127,7 +135,7 @@ func FuzzProtocolDecoding(f *testing.F) {
 		var buf []byte
 		for {
 			var err error
-			_, buf, err = readBlock(r, 65536, buf)
+			_, buf, err = readBlock(r, 65536, pack.HashSHA256, buf)
 			if err != nil {
 				break
 			}
@@ -189,5 +197,44 @@ func TestBackupCompressionChoice(t *testing.T) {
 	img := make([]byte, 65536)
 	if _, err := c.Backup(ctx, BackupOptions{Machine: "m", Volume: "x", Source: bytes.NewReader(img), Size: 65536, Compression: "lz4"}); err == nil {
 		t.Error("a compression nobody knows was accepted")
+	}
+}
+
+// Blocks are offered, verified and stored under the repository's hash
+// algorithm: BLAKE3 in a new repository, SHA-256 in one made before
+// BLAKE3 became the default; de-duplication works under either.
+func TestBackupHashAlgorithm(t *testing.T) {
+	ctx := context.Background()
+	for _, name := range []string{"blake3", "sha256"} {
+		repo := hashRepo(t, name)
+		want, _ := pack.HashID(name)
+		if repo.Hash() != want {
+			t.Fatalf("%s: repository hashes with id %d", name, repo.Hash())
+		}
+		_, url, cfg := testServerOn(t, true, repo)
+		tok := addMachine(t, repo, "m")
+		c, _ := NewClient(url, tok, cfg)
+		img := make([]byte, 5*65536+100)
+		for i := range img {
+			img[i] = byte(i*7 + i/5000)
+		}
+		res, err := c.Backup(ctx, BackupOptions{Machine: "m", Volume: "v", Source: bytes.NewReader(img), Size: int64(len(img))})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !bytes.Equal(readPoint(t, repo, res.Point.ID, len(img)), img) {
+			t.Fatalf("%s: the point does not read back exactly", name)
+		}
+		refs := make([]catalog.ChunkRef, 1)
+		if err := repo.Catalog.BlockMap(ctx, 1, res.Point.ID, 0, refs); err != nil {
+			t.Fatal(err)
+		}
+		if refs[0].Hash != pack.Sum(want, img[:65536]) {
+			t.Errorf("%s: block 0 indexed under %x", name, refs[0].Hash)
+		}
+		again, err := c.Backup(ctx, BackupOptions{Machine: "m", Volume: "w", Source: bytes.NewReader(img), Size: int64(len(img))})
+		if err != nil || again.BlocksNew != 0 {
+			t.Errorf("%s: the same image again sent %d blocks (%v)", name, again.BlocksNew, err)
+		}
 	}
 }

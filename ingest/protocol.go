@@ -72,6 +72,9 @@ type beginResponse struct {
 	// it accepts. A server that names none accepts none and zstd.
 	Compression  string   `json:"compression,omitempty"`
 	Compressions []string `json:"compressions,omitempty"`
+	// Hash is the algorithm block hashes in offers and blocks use (the
+	// repository's); a server that names none uses sha256.
+	Hash string `json:"hash,omitempty"`
 }
 
 type commitRequest struct {
@@ -204,8 +207,9 @@ func appendBlockHeader(b []byte, s sentBlock, clen int) []byte {
 	return binary.LittleEndian.AppendUint32(b, uint32(clen))
 }
 
-// readBlock reads one block of a blocks request; io.EOF at a clean end.
-func readBlock(r io.Reader, maxLen uint32, buf []byte) (sentBlock, []byte, error) {
+// readBlock reads one block of a blocks request, whose hash is under
+// algorithm hash; io.EOF at a clean end.
+func readBlock(r io.Reader, maxLen uint32, hash uint8, buf []byte) (sentBlock, []byte, error) {
 	var h [blockHeaderSize]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		if err == io.ErrUnexpectedEOF {
@@ -216,7 +220,7 @@ func readBlock(r io.Reader, maxLen uint32, buf []byte) (sentBlock, []byte, error
 	s := sentBlock{Blk: int64(binary.LittleEndian.Uint64(h[:]))}
 	copy(s.Entry.Hash[:], h[8:8+pack.HashSize])
 	s.Entry.Compression = h[40]
-	s.Entry.HashAlgo = pack.HashSHA256
+	s.Entry.HashAlgo = hash
 	s.Entry.ULen = binary.LittleEndian.Uint32(h[41:])
 	clen := binary.LittleEndian.Uint32(h[45:])
 	if s.Entry.ULen > maxLen || clen > maxLen+maxLen/8+1024 {

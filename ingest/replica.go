@@ -71,6 +71,8 @@ type replicaBeginRequest struct {
 	Time       int64  `json:"time_ns"`
 	Kind       string `json:"kind"`
 	Label      string `json:"label"`
+	// Hash names the source repository's block hash: the blocks keep it.
+	Hash string `json:"hash"`
 }
 
 type replicaBeginResponse struct {
@@ -178,6 +180,11 @@ func (s *Server) replicaBegin(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, fmt.Sprintf("replica begin: volume kind %q", req.VolumeKind))
 		return
 	}
+	hash, err := pack.HashID(req.Hash)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, "replica begin: "+err.Error())
+		return
+	}
 	ctx := r.Context()
 	m, err := s.repo.Catalog.ReplicaMachine(ctx, p, req.Machine)
 	if errors.Is(err, catalog.ErrMachineClash) {
@@ -227,7 +234,7 @@ func (s *Server) replicaBegin(w http.ResponseWriter, r *http.Request) {
 		id: hex.EncodeToString(idb), machine: m, volume: vol, point: pt, seeded: true,
 		blockSize: vol.BlockSize, nblocks: (req.Size + vol.BlockSize - 1) / vol.BlockSize,
 		expect: map[int64]expected{}, ranges: map[int64]*blockRange{}, work: map[int64][]byte{},
-		replica: true, peerID: p.ID, srcTime: t, srcKind: req.Kind, srcLbl: req.Label,
+		hash: hash, replica: true, peerID: p.ID, srcTime: t, srcKind: req.Kind, srcLbl: req.Label,
 	}
 	s.mu.Lock()
 	s.sessions[sess.id] = sess

@@ -348,7 +348,7 @@ func (c *Client) replicatePoint(ctx context.Context, repo *repository.Repo, opt 
 	var br replicaBeginResponse
 	err = c.postJSON(ctx, "/v1/replica/sessions", replicaBeginRequest{
 		Machine: p.Machine, Volume: p.Volume, VolumeKind: p.VolumeKind, Size: p.Size, BlockSize: p.BlockSize,
-		Time: p.Time.UnixNano(), Kind: p.Kind, Label: p.Label,
+		Time: p.Time.UnixNano(), Kind: p.Kind, Label: p.Label, Hash: pack.HashName(repo.Hash()),
 	}, &br)
 	if err != nil {
 		return rp, err

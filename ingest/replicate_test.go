@@ -304,3 +304,35 @@ func TestReplicateBacklogInPasses(t *testing.T) {
 		}
 	}
 }
+
+// A source that hashes with SHA-256 (made before BLAKE3 became the default)
+// replicates into a BLAKE3 repository: its blocks keep their hash, verified
+// under it, and every point reads back exactly on the replica.
+func TestReplicateAcrossHashAlgorithms(t *testing.T) {
+	ctx := context.Background()
+	src := hashRepo(t, "sha256")
+	_, surl, scfg := testServerOn(t, true, src)
+	sc, _ := NewClient(surl, addMachine(t, src, "web1"), scfg)
+	for _, img := range testImages(2, 32*4096) {
+		if _, err := sc.Backup(ctx, BackupOptions{Machine: "web1", Volume: "root", Source: bytes.NewReader(img), Size: int64(len(img)), BlockSize: 4096}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, dst, url, cfg := testServer(t, true)
+	if dst.Hash() == src.Hash() {
+		t.Fatalf("both repositories hash with id %d", dst.Hash())
+	}
+	c, _ := NewClient(url, addPeer(t, dst, "siteA"), cfg)
+	if _, err := c.Replicate(ctx, src, ReplicateOptions{Target: url, Once: true}); err != nil {
+		t.Fatal(err)
+	}
+	want, got := pointSums(t, src, "web1"), pointSums(t, dst, "web1")
+	if len(got) != 2 || len(want) != 2 {
+		t.Fatalf("replica holds %d points of %d", len(got), len(want))
+	}
+	for tm, sum := range want {
+		if got[tm] != sum {
+			t.Errorf("point at %d differs on the replica", tm)
+		}
+	}
+}

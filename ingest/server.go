@@ -177,9 +177,17 @@ type session struct {
 	// source's time, kind and label.
 	replica bool
 	peerID  int64
+	hash    uint8 // the blocks' hash: this repository's, or a replica source's
 	srcTime time.Time
 	srcKind string
 	srcLbl  string
+
+	// stream, guarded by streamMu: points cut but not yet durable, the
+	// blocks they changed (not yet in the catalog), and points made
+	// durable that the current writes request has not yet answered with.
+	staged []catalog.Batch
+	carry  map[int64][]byte
+	done   []PointRef
 }
 
 // flushLimit is how many stored bytes a session receives before it makes
@@ -279,10 +287,10 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 		id: hex.EncodeToString(idb), machine: m, volume: vol, point: p, seeded: seeded,
 		blockSize: vol.BlockSize, nblocks: (req.Size + vol.BlockSize - 1) / vol.BlockSize,
 		expect: map[int64]expected{}, ranges: map[int64]*blockRange{}, progress: p.Progress, flushed: p.Progress,
-		stream: req.Stream, epoch: req.Epoch, work: map[int64][]byte{},
+		hash: s.repo.Hash(), stream: req.Stream, epoch: req.Epoch, work: map[int64][]byte{}, carry: map[int64][]byte{},
 	}
 	resp := beginResponse{Session: sess.id, PointID: p.ID, BlockSize: vol.BlockSize, ResumeFrom: p.Progress, Resumed: resumed,
-		Compression: pack.CompressionName(s.repo.Codec().Compression()), Compressions: pack.Compressions()}
+		Compression: pack.CompressionName(s.repo.Codec().Compression()), Compressions: pack.Compressions(), Hash: pack.HashName(s.repo.Hash())}
 	if req.Stream {
 		if err := s.beginStream(ctx, sess, &resp); err != nil {
 			httpError(w, http.StatusInternalServerError, err.Error())
@@ -295,6 +303,19 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	slog.Info("session begun", "machine", m.Name, "volume", vol.Name, "point", p.ID, "resumed", resumed, "resume_from", p.Progress, "stream", req.Stream)
 	writeJSON(w, resp)
+}
+
+// end ends a session: its client must begin again.
+func (s *Server) end(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess.id)
+	if s.byVolume[sess.volume.ID] == sess {
+		delete(s.byVolume, sess.volume.ID)
+	}
+	s.mu.Unlock()
+	sess.mu.Lock()
+	sess.dead = true
+	sess.mu.Unlock()
 }
 
 func (s *Server) withSession(h func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
@@ -347,7 +368,7 @@ func (s *Server) offer(w http.ResponseWriter, r *http.Request, sess *session) {
 		sess.streamMu.Lock()
 		var err error
 		if len(sess.work) > 0 {
-			err = s.storeWork(ctx, sess)
+			err = s.storeWork(ctx, sess, false)
 			if err == nil {
 				_, err = s.flush(ctx, sess, false) // so the comparison below sees them
 			}
@@ -433,7 +454,7 @@ func (s *Server) blocks(w http.ResponseWriter, r *http.Request, sess *session) {
 	var buf, plain []byte
 	var received int
 	for {
-		b, nb, err := readBlock(body, uint32(sess.blockSize), buf)
+		b, nb, err := readBlock(body, uint32(sess.blockSize), sess.hash, buf)
 		buf = nb
 		if err == io.EOF {
 			break

@@ -8,6 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rewind-cdp/rewind/catalog"
@@ -57,6 +61,10 @@ type StreamRecord struct {
 // maxWork bounds the blocks a stream session keeps in memory before it
 // stores them into the pending point.
 const maxWork = 1024
+
+// maxStaged bounds the points one writes request cuts before it makes
+// them durable together (see commitStaged).
+const maxStaged = 64
 
 func appendRecord(b []byte, r StreamRecord) []byte {
 	b = append(b, r.Kind)
@@ -144,27 +152,39 @@ func (s *Server) writes(w http.ResponseWriter, r *http.Request, sess *session) {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	// Points cut by this request are made durable together at its end (or
+	// on an error: records applied before it stay applied, as the session
+	// remembers them).
+	fail := func(code int, err error) {
+		if cerr := s.commitStaged(ctx, sess); cerr != nil {
+			code, err = http.StatusInternalServerError, cerr
+		}
+		sess.done = nil // not acknowledged: the agent ships them again
+		httpError(w, code, err.Error())
+	}
 	body := io.LimitReader(r.Body, 256<<20)
-	var resp writesResponse
 	for {
 		rec, err := readRecord(body, 64<<20)
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			httpError(w, http.StatusBadRequest, err.Error())
+			fail(http.StatusBadRequest, err)
 			return
 		}
-		p, err := s.applyRecord(ctx, sess, rec)
-		if err != nil {
+		if err := s.applyRecord(ctx, sess, rec); err != nil {
 			slog.Error("applying a journal record failed", "seq", rec.Seq, "err", err)
-			httpError(w, statusOf(err), err.Error())
+			fail(statusOf(err), err)
 			return
-		}
-		if p != nil {
-			resp.Points = append(resp.Points, *p)
 		}
 	}
+	if err := s.commitStaged(ctx, sess); err != nil {
+		sess.done = nil
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	resp := writesResponse{Points: sess.done}
+	sess.done = nil
 	sess.mu.Lock()
 	resp.Acked = sess.ackedSeq
 	sess.mu.Unlock()
@@ -182,23 +202,25 @@ func statusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
-// applyRecord applies one record; a flush or cut commits a point, which
-// it returns.
-func (s *Server) applyRecord(ctx context.Context, sess *session, rec StreamRecord) (*PointRef, error) {
+// applyRecord applies one record; a flush or cut cuts a point (see
+// cutPoint).
+func (s *Server) applyRecord(ctx context.Context, sess *session, rec StreamRecord) error {
 	if rec.Kind != recCut && rec.Seq <= sess.applied {
-		return nil, nil // already applied: the agent is shipping again after an interruption
+		return nil // already applied: the agent is shipping again after an interruption
 	}
 	switch rec.Kind {
 	case recWrite, recDiscard:
 		if rec.Offset+rec.Length > sess.point.Size {
-			return nil, errBadRecord{fmt.Errorf("record %d writes %d+%d past the end of the %d-byte volume", rec.Seq, rec.Offset, rec.Length, sess.point.Size)}
+			return errBadRecord{fmt.Errorf("record %d writes %d+%d past the end of the %d-byte volume", rec.Seq, rec.Offset, rec.Length, sess.point.Size)}
 		}
 		bs := sess.blockSize
 		for pos := rec.Offset; pos < rec.Offset+rec.Length; {
 			blk := pos / bs
-			buf, err := s.workBlock(ctx, sess, blk)
+			// A change covering the whole block needs not its old content.
+			whole := pos == blk*bs && rec.Offset+rec.Length >= min((blk+1)*bs, sess.point.Size)
+			buf, err := s.workBlock(ctx, sess, blk, whole)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			in := pos - blk*bs
 			n := min(int64(len(buf))-in, rec.Offset+rec.Length-pos)
@@ -210,15 +232,22 @@ func (s *Server) applyRecord(ctx context.Context, sess *session, rec StreamRecor
 			pos += n
 		}
 		sess.applied = rec.Seq
-		if len(sess.work) >= maxWork {
-			if err := s.storeWork(ctx, sess); err != nil {
-				return nil, err
+		if len(sess.work)+len(sess.carry) >= maxWork {
+			// Memory is bounded: points cut so far become durable, then
+			// the blocks changed since go into the pending point's rows.
+			if err := s.commitStaged(ctx, sess); err != nil {
+				return err
 			}
-			if _, err := s.flush(ctx, sess, false); err != nil {
-				return nil, err
+			if len(sess.work) >= maxWork {
+				if err := s.storeWork(ctx, sess, false); err != nil {
+					return err
+				}
+				if _, err := s.flush(ctx, sess, false); err != nil {
+					return err
+				}
 			}
 		}
-		return nil, nil
+		return nil
 	default: // flush, bookmark or cut
 		kind, label := catalog.KindFlush, ""
 		switch rec.Kind {
@@ -235,12 +264,25 @@ func (s *Server) applyRecord(ctx context.Context, sess *session, rec StreamRecor
 }
 
 // workBlock returns the in-memory copy of a block changed since the last
-// point, loading it from the repository first.
-func (s *Server) workBlock(ctx context.Context, sess *session, blk int64) ([]byte, error) {
+// point, loading it from the repository first unless the caller replaces
+// all of it (whole).
+func (s *Server) workBlock(ctx context.Context, sess *session, blk int64, whole bool) ([]byte, error) {
 	if b, ok := sess.work[blk]; ok {
 		return b, nil
 	}
+	if b, ok := sess.carry[blk]; ok {
+		// Changed by a point cut but not yet durable (so not yet in the
+		// catalog): it is the block's current content.
+		delete(sess.carry, blk)
+		sess.work[blk] = b
+		return b, nil
+	}
 	n := min(sess.blockSize, sess.point.Size-blk*sess.blockSize)
+	if whole {
+		b := make([]byte, n)
+		sess.work[blk] = b
+		return b, nil
+	}
 	ref := make([]catalog.ChunkRef, 1)
 	if err := s.repo.Catalog.BlockMap(ctx, sess.volume.ID, sess.point.ID, blk, ref); err != nil {
 		return nil, err
@@ -262,73 +304,186 @@ func (s *Server) workBlock(ctx context.Context, sess *session, blk int64) ([]byt
 	return b, nil
 }
 
-// storeWork stores the changed blocks into the pending point's rows.
-func (s *Server) storeWork(ctx context.Context, sess *session) error {
+// storeWork stores the changed blocks into the pending point's rows. With
+// carry, the blocks are kept as the current content of a point cut but not
+// yet durable; otherwise they are dropped.
+func (s *Server) storeWork(ctx context.Context, sess *session, carry bool) error {
 	if len(sess.work) == 0 {
 		return nil
 	}
-	codec := s.repo.Codec()
-	var stored []byte
-	rows := make([]catalog.BlockWrite, 0, len(sess.work))
-	for blk, b := range sess.work {
-		if isZero(b) {
-			rows = append(rows, catalog.BlockWrite{Blk: blk, Zero: true})
-			continue
+	blks := make([]int64, 0, len(sess.work))
+	for blk := range sess.work {
+		blks = append(blks, blk)
+	}
+	slices.Sort(blks)
+	rows := make([]catalog.BlockWrite, 0, len(blks))
+	// In groups: hashed on every core, looked up 128 at a time, and only
+	// blocks the repository lacks compressed (on every core) and stored.
+	const group = 128
+	var js [group]storeJob
+	put := map[pack.Hash]bool{} // two blocks of the same data are stored once
+	for start := 0; start < len(blks); start += group {
+		jobs := js[:min(group, len(blks)-start)]
+		for i := range jobs {
+			jobs[i] = storeJob{blk: blks[start+i], data: sess.work[blks[start+i]], stored: jobs[i].stored}
 		}
-		h := pack.SumBlock(b)
-		var comp uint8
-		stored, comp = codec.Compress(b, stored)
-		if err := s.store.Put(ctx, pack.Entry{Compression: comp, HashAlgo: pack.HashSHA256, ULen: uint32(len(b)), Hash: h}, stored); err != nil {
+		algo := s.repo.Hash()
+		parallel(len(jobs), func(i int) {
+			j := &jobs[i]
+			if j.zero = isZero(j.data); !j.zero {
+				j.hash = pack.Sum(algo, j.data)
+			}
+		})
+		var hashes []pack.Hash
+		var at []int
+		for i := range jobs {
+			if !jobs[i].zero {
+				hashes = append(hashes, jobs[i].hash)
+				at = append(at, i)
+			}
+		}
+		has, abs, err := s.store.HasMany(ctx, hashes)
+		if err != nil {
 			return err
 		}
-		rows = append(rows, catalog.BlockWrite{Blk: blk, Hash: h})
-		sess.bytesNew += int64(len(stored))
+		for k, i := range at {
+			jobs[i].has = has[k]
+		}
+		codec := s.repo.Codec()
+		parallel(len(jobs), func(i int) {
+			if j := &jobs[i]; !j.zero && !j.has {
+				j.stored, j.comp = codec.Compress(j.data, j.stored)
+			}
+		})
+		for i := range jobs {
+			j := &jobs[i]
+			switch {
+			case j.zero:
+				rows = append(rows, catalog.BlockWrite{Blk: j.blk, Zero: true})
+				continue
+			case !j.has && !put[j.hash]:
+				if err := s.store.PutAbsent(ctx, pack.Entry{Compression: j.comp, HashAlgo: algo, ULen: uint32(len(j.data)), Hash: j.hash}, j.stored, abs); err != nil {
+					return err
+				}
+				put[j.hash] = true
+				sess.bytesNew += int64(len(j.stored))
+			}
+			rows = append(rows, catalog.BlockWrite{Blk: j.blk, Hash: j.hash})
+		}
 	}
 	sess.mu.Lock()
 	sess.rows = append(sess.rows, rows...)
 	sess.mu.Unlock()
+	if carry {
+		for blk, b := range sess.work {
+			sess.carry[blk] = b
+		}
+	}
 	clear(sess.work)
 	return nil
 }
 
-// cutPoint commits the pending point of a stream session and opens the
-// next one.
-func (s *Server) cutPoint(ctx context.Context, sess *session, kind, label string, t time.Time, seq uint64) (*PointRef, error) {
-	if !sess.seeded && sess.progress < sess.nblocks {
-		return nil, errBadRecord{fmt.Errorf("cannot cut a point of %s/%s before the whole volume was sent (%d of %d blocks)", sess.machine.Name, sess.volume.Name, sess.progress, sess.nblocks)}
+// storeJob is one changed block on its way into the repository.
+type storeJob struct {
+	blk       int64
+	data      []byte
+	zero, has bool
+	hash      pack.Hash
+	stored    []byte
+	comp      uint8
+}
+
+// parallel runs f(0) … f(n-1) on every core.
+func parallel(n int, f func(i int)) {
+	workers := min(n, runtime.NumCPU())
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
 	}
-	if err := s.storeWork(ctx, sess); err != nil {
-		return nil, err
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// cutPoint ends the pending point of a stream session and opens the next
+// one. The point is staged: commitStaged makes every point cut by a writes
+// request durable at its end in one pack sync and one catalog transaction
+// (group commit), so a request carrying many flushes costs the disk two
+// flushes, not two per point. Nothing is acknowledged before that.
+func (s *Server) cutPoint(ctx context.Context, sess *session, kind, label string, t time.Time, seq uint64) error {
+	if !sess.seeded && sess.progress < sess.nblocks {
+		return errBadRecord{fmt.Errorf("cannot cut a point of %s/%s before the whole volume was sent (%d of %d blocks)", sess.machine.Name, sess.volume.Name, sess.progress, sess.nblocks)}
+	}
+	if err := s.storeWork(ctx, sess, true); err != nil {
+		return err
 	}
 	sess.mu.Lock()
 	rows := sess.rows
 	sess.rows = nil
 	sess.mu.Unlock()
-	var nextID int64
-	b := catalog.Batch{VolumeID: sess.volume.ID, PointID: sess.point.ID, Blocks: rows, Progress: sess.nblocks,
-		Commit: true, Time: t, Kind: kind, Label: label, StreamEpoch: sess.epoch, StreamSeq: seq, Next: &nextID}
+	b := catalog.Batch{VolumeID: sess.volume.ID, PointID: sess.point.ID, AfterPrevious: len(sess.staged) > 0, Blocks: rows, Progress: sess.nblocks,
+		Commit: true, Time: t, Kind: kind, Label: label, StreamEpoch: sess.epoch, StreamSeq: seq, Next: new(int64)}
 	sortRows(b.Blocks)
-	if err := s.store.Commit(ctx, b); err != nil {
-		sess.mu.Lock()
-		sess.rows = append(rows, sess.rows...)
-		sess.mu.Unlock()
-		return nil, err
+	sess.staged = append(sess.staged, b)
+	if len(sess.staged) >= maxStaged || len(sess.carry) >= maxWork {
+		return s.commitStaged(ctx, sess)
 	}
-	done, err := s.repo.Catalog.Point(ctx, sess.point.ID)
-	if err != nil {
-		return nil, err
+	return nil
+}
+
+// commitStaged makes the points cut since the last call durable, all in
+// one Store.CommitAll, and adds them to sess.done. If that fails, the
+// session's memory runs ahead of the catalog: the session ends, and the
+// agent begins a new one from its last acknowledged record.
+func (s *Server) commitStaged(ctx context.Context, sess *session) error {
+	staged := sess.staged
+	if len(staged) == 0 {
+		return nil
 	}
-	next, err := s.repo.Catalog.PendingPoint(ctx, nextID)
-	if err != nil {
-		return nil, err
+	sess.staged = nil
+	if err := s.store.CommitAll(ctx, staged); err != nil {
+		s.end(sess)
+		return err
 	}
+	clear(sess.carry)
+	ids := make([]int64, len(staged))
+	ids[0] = sess.point.ID
+	for i := 1; i < len(staged); i++ {
+		ids[i] = *staged[i-1].Next
+	}
+	last := staged[len(staged)-1]
 	sess.mu.Lock()
-	sess.point = next
-	sess.ackedSeq = seq
+	sess.ackedSeq = last.StreamSeq
 	sess.seeded = true
 	sess.progress, sess.flushed = sess.nblocks, sess.nblocks
 	sess.mu.Unlock()
-	return &PointRef{ID: done.ID, Time: done.Time, Seq: seq, Kind: kind}, nil
+	next, err := s.repo.Catalog.PendingPoint(ctx, *last.Next)
+	if err != nil {
+		s.end(sess)
+		return err
+	}
+	sess.mu.Lock()
+	sess.point = next
+	sess.mu.Unlock()
+	for i, b := range staged {
+		done, err := s.repo.Catalog.Point(ctx, ids[i])
+		if err != nil {
+			return err
+		}
+		sess.done = append(sess.done, PointRef{ID: done.ID, Time: done.Time, Seq: b.StreamSeq, Kind: b.Kind})
+	}
+	return nil
 }
 
 func isZero(b []byte) bool {

@@ -148,3 +148,70 @@ func TestStreamSeedReplayAndPoints(t *testing.T) {
 		t.Fatalf("unknown epoch: need scan %v acked %d err %v", st3.NeedScan, st3.AckedSeq, err)
 	}
 }
+
+// Many flushes in one writes request are committed together (group
+// commit): each still becomes its own point holding exactly the volume at
+// its flush, also when later points of the request change the same blocks
+// again, and the next request builds on the last of them.
+func TestStreamGroupCommitPoints(t *testing.T) {
+	_, repo, url, cfg := testServer(t, true)
+	tok := addMachine(t, repo, "m")
+	c, _ := NewClient(url, tok, cfg)
+	ctx := context.Background()
+	const size = 1 << 20
+	r := rand.New(rand.NewPCG(3, 4))
+	v := &volumeSim{data: make([]byte, size), t: time.Unix(1_800_000_000, 0)}
+	randBytes := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		return b
+	}
+	st, err := c.OpenStream(ctx, "m", "v", size, 65536, "epoch-g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Scan(ctx, bytes.NewReader(v.data), nil, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	var want [][]byte
+	for round := range 2 {
+		from := len(v.recs)
+		for i := range 12 {
+			// The same few blocks again and again, and one elsewhere.
+			v.write(int64(r.IntN(3))*65536+int64(r.IntN(60000)), randBytes(1+r.IntN(5000)))
+			v.write(int64(r.IntN(size-70000)), randBytes(1+r.IntN(70000)))
+			// Whole blocks, which the server fills without reading them.
+			v.write(int64(r.IntN(15))*65536, randBytes(65536*(1+r.IntN(2))))
+			if i%5 == 4 {
+				v.discard(int64(r.IntN(4))*65536, 4096)
+			}
+			v.flush()
+			want = append(want, append([]byte(nil), v.data...))
+		}
+		res, err := st.Send(ctx, v.recs[from:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Points) != 12 || res.Acked != uint64(len(v.recs)) {
+			t.Fatalf("round %d: %d points, acked %d of %d", round, len(res.Points), res.Acked, len(v.recs))
+		}
+		for i, p := range res.Points {
+			if p.Kind != "flush" || (i > 0 && !p.Time.After(res.Points[i-1].Time)) {
+				t.Errorf("round %d point %d: %+v", round, i, p)
+			}
+			if got := readPoint(t, repo, p.ID, size); !bytes.Equal(got, want[round*12+i]) {
+				t.Errorf("round %d: point %d (id %d) differs from the volume at its flush", round, i, p.ID)
+			}
+		}
+	}
+	ps, _ := repo.Catalog.Points(ctx, "m", "v")
+	if len(ps) != 24 {
+		t.Errorf("%d points, want one per flush (24)", len(ps))
+	}
+	rep, err := repo.Check(ctx, repository.CheckOptions{ReadData: true})
+	if err != nil || !rep.OK() {
+		t.Fatalf("check: %+v %v", rep, err)
+	}
+}

@@ -86,7 +86,7 @@ func (r *Repo) Rollback(ctx context.Context, p catalog.Point, target Target, opt
 					if j.ref.ID == 0 {
 						same = isZero(cur)
 					} else {
-						same = pack.SumBlock(cur) == j.ref.Hash
+						same = pack.Sum(r.hash, cur) == j.ref.Hash
 					}
 				}
 				if !same {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/rewind-cdp/rewind/catalog"
@@ -207,6 +208,16 @@ func (s *Store) putLocked(ctx context.Context, e pack.Entry, stored []byte) (*fu
 // transaction. When Commit returns nil, everything in b survives a crash.
 // Puts go on while Commit waits for the disk.
 func (s *Store) Commit(ctx context.Context, b catalog.Batch) error {
+	return s.CommitAll(ctx, []catalog.Batch{b})
+}
+
+// CommitAll is Commit of several batches in order (see
+// catalog.DB.ApplyAll) with one pack sync and one catalog transaction:
+// either all of them are durable when it returns nil, or none is applied.
+func (s *Store) CommitAll(ctx context.Context, bs []catalog.Batch) error {
+	if len(bs) == 0 {
+		bs = []catalog.Batch{{}}
+	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	s.mu.Lock()
@@ -236,9 +247,16 @@ func (s *Store) Commit(ctx context.Context, b catalog.Batch) error {
 	if w != nil && !w.Sealed() {
 		states = append(states, catalog.PackState{ID: id, State: catalog.PackOpen, Size: w.DurableSize()})
 	}
-	b.Chunks = append(chunks, b.Chunks...)
-	b.Packs = append(states, b.Packs...)
-	if err := s.repo.Catalog.Apply(ctx, b); err != nil {
+	bs = slices.Clone(bs)
+	bs[0].Chunks = append(chunks, bs[0].Chunks...)
+	bs[0].Packs = append(states, bs[0].Packs...)
+	var err error
+	if len(bs) == 1 {
+		err = s.repo.Catalog.Apply(ctx, bs[0])
+	} else {
+		err = s.repo.Catalog.ApplyAll(ctx, bs)
+	}
+	if err != nil {
 		s.mu.Lock()
 		s.unindexed = append(chunks, s.unindexed...)
 		s.states = append(states, s.states...)

@@ -123,11 +123,30 @@ func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error
 	if err != nil {
 		return err
 	}
+	// The spool is the volume's write-ahead log (shim.WriteAhead): a flush
+	// syncs the spool, not the volume, which is synced before records
+	// leave the spool. After an unclean stop the spool is replayed onto
+	// the volume first, unless a change was kept out of it (then every
+	// flush synced the volume too, and older records must not be replayed
+	// over newer data).
+	unlogged, err := unloggedMark(cfg.Spool)
+	if err != nil {
+		return err
+	}
+	if rescan && !unlogged {
+		n, err := replaySpool(sp, src, size)
+		if err != nil {
+			return fmt.Errorf("replay the spool onto %s: %w", cfg.Source, err)
+		}
+		slog.Info("replayed the spool onto the volume after an unclean stop", "records", n)
+	}
 	bs := cfg.BlockSize
 	if bs == 0 {
 		bs = 64 << 10
 	}
 	j := newJournal(sp, bs)
+	j.unlogged = unlogged
+	j.markUnlogged = func() error { return markUnlogged(cfg.Spool) }
 	mnt := filepath.Join(cfg.Spool, "shim")
 	clearStale(mnt)
 	if err := os.MkdirAll(mnt, 0o700); err != nil {
@@ -137,6 +156,7 @@ func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error
 	if err != nil {
 		return err
 	}
+	sp.SetBeforeDrop(sh.SyncBacking)
 	loop, err := attachLoop(sh.Path())
 	if err != nil {
 		sh.Unmount()
@@ -187,10 +207,88 @@ func Run(ctx context.Context, cfg Config, ready func(loopDev string)) (err error
 	if err := sh.Unmount(); err != nil {
 		errs = append(errs, err)
 	}
+	// The last flushes may be durable in the spool only.
+	if err := sh.SyncBacking(); err != nil {
+		errs = append(errs, fmt.Errorf("sync %s: %w", cfg.Source, err))
+	}
 	sh2.drain(10 * time.Second)
 	stopShip()
 	<-shipped
-	return endRun(cfg, sp, j, status, errs, false)
+	err = endRun(cfg, sp, j, status, errs, false)
+	if err == nil && sp.Size() == 0 && unloggedRemovable(j) {
+		// The spool was emptied after the volume was synced: no record
+		// can be replayed over newer data any more.
+		if err := os.Remove(filepath.Join(cfg.Spool, unloggedName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return err
+}
+
+// unloggedName marks a spool that misses changes made to the volume: it is
+// not replayed onto the volume after an unclean stop.
+const unloggedName = "unlogged"
+
+func unloggedMark(dir string) (bool, error) {
+	_, err := os.Stat(filepath.Join(dir, unloggedName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// markUnlogged durably creates the mark (the file and its directory entry).
+func markUnlogged(dir string) error {
+	f, err := os.OpenFile(filepath.Join(dir, unloggedName), os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// unloggedRemovable reports whether the journal is whole again: no overflow
+// is open, so nothing newer than the (now empty) spool is missing from it.
+func unloggedRemovable(j *journal) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return !j.overflow && j.err == nil
+}
+
+// replaySpool applies every write and discard in the spool to the volume
+// (see shim.Replay).
+func replaySpool(sp *spool.Spool, dst *os.File, size int64) (int, error) {
+	cur := sp.NewCursor(0)
+	var recs []spool.Record
+	return shim.Replay(dst, size, func() (int64, int64, []byte, bool, error) {
+		for {
+			for len(recs) > 0 {
+				r := recs[0]
+				recs = recs[1:]
+				switch r.Kind {
+				case spool.Write:
+					return r.Offset, int64(len(r.Data)), r.Data, true, nil
+				case spool.Discard:
+					return r.Offset, r.Length, nil, true, nil
+				}
+			}
+			var err error
+			if recs, err = cur.Next(16 << 20); err != nil || len(recs) == 0 {
+				return 0, 0, nil, false, err
+			}
+		}
+	})
 }
 
 // beginRun prepares the spool directory and reads the agent's state: a new

@@ -32,13 +32,35 @@ type journal struct {
 	holds  int
 	err    error // a spool write error: the agent must rescan
 	notify chan struct{}
+	// unlogged says a change was kept out of the spool (or the spool
+	// failed) since the volume was last known to be durable: the spool is
+	// no longer a write-ahead log of the volume (see Logged). markUnlogged,
+	// when set, persists that before the change can be flushed.
+	unlogged     bool
+	markUnlogged func() error
+	// Writes journaled since the shipper was last woken, and whether a
+	// timer will wake it (see wakeSoon).
+	unwoken int64
+	armed   bool
+	timer   *time.Timer
 }
+
+// A write wakes the shipper only once wakeBytes are journaled since it was
+// last woken, else wakeDelay later; a flush (or anything else) wakes it at
+// once. A synchronous write (a write, then a flush) thus makes one request
+// to the server, not one for the write and one for the flush, and the
+// shipper does not compete with the write path for a core between them.
+const (
+	wakeBytes = 256 << 10
+	wakeDelay = 2 * time.Millisecond
+)
 
 func newJournal(sp *spool.Spool, blockSize int64) *journal {
 	return &journal{spool: sp, blockSize: blockSize, dirty: map[int64]struct{}{}, notify: make(chan struct{}, 1)}
 }
 
 func (j *journal) wake() {
+	j.unwoken = 0
 	select {
 	case j.notify <- struct{}{}:
 	default:
@@ -54,7 +76,11 @@ func (j *journal) record(kind spool.Kind, t time.Time, off, n int64, data []byte
 	if !j.overflow {
 		_, err := j.spool.Append(kind, t, off, n, data)
 		if err == nil {
-			j.wake()
+			if kind == spool.Write || kind == spool.Discard {
+				j.wakeSoon(int64(len(data)) + 64)
+			} else {
+				j.wake()
+			}
 			return
 		}
 		if !errors.Is(err, spool.ErrFull) {
@@ -66,7 +92,59 @@ func (j *journal) record(kind spool.Kind, t time.Time, off, n int64, data []byte
 	for b := off / j.blockSize; b*j.blockSize < off+n; b++ {
 		j.dirty[b] = struct{}{}
 	}
+	j.setUnlogged()
 	j.wake()
+}
+
+// setUnlogged records that the spool misses a change. Called with mu held,
+// before the change can be flushed: the mark is durable before any flush
+// relies on the volume rather than the spool.
+func (j *journal) setUnlogged() {
+	if j.unlogged {
+		return
+	}
+	j.unlogged = true
+	if j.markUnlogged != nil {
+		if err := j.markUnlogged(); err != nil {
+			slog.Error("cannot record that the spool misses changes: the volume is synced at every flush from now on", "err", err)
+		}
+	}
+}
+
+// Logged reports whether every change so far is in the spool, so the
+// block shim may treat the spool as the volume's write-ahead log
+// (shim.WriteAhead).
+func (j *journal) Logged() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.markUnlogged != nil && !j.unlogged && j.err == nil
+}
+
+// wakeSoon wakes the shipper for a write of n bytes: at once if enough
+// is waiting, else after wakeDelay unless something wakes it before.
+// Called with mu held.
+func (j *journal) wakeSoon(n int64) {
+	j.unwoken += n
+	if j.unwoken >= wakeBytes {
+		j.wake()
+		return
+	}
+	if j.armed {
+		return
+	}
+	j.armed = true
+	if j.timer == nil {
+		j.timer = time.AfterFunc(wakeDelay, func() {
+			j.mu.Lock()
+			defer j.mu.Unlock()
+			j.armed = false
+			if j.unwoken > 0 {
+				j.wake()
+			}
+		})
+	} else {
+		j.timer.Reset(wakeDelay)
+	}
 }
 
 // startOverflow switches to the dirty bitmap. Called with mu held.
@@ -94,8 +172,8 @@ func (j *journal) Flush(t time.Time) error {
 			j.startOverflow(t)
 		}
 	}
-	j.mu.Unlock()
 	j.wake()
+	j.mu.Unlock()
 	return j.spool.Sync()
 }
 

@@ -121,6 +121,19 @@ type Spool struct {
 	// syncMu lets one fdatasync run at a time; a Sync that waited for it
 	// finds its records made durable by the one before, most of the time.
 	syncMu sync.Mutex
+
+	beforeDrop func() error // see SetBeforeDrop
+}
+
+// SetBeforeDrop sets a function called before records leave the spool
+// (Ack deleting a segment, Reset). A spool used as a write-ahead log of a
+// volume passes one that makes the volume durable, so that every change a
+// flush made durable only in the spool is on the volume before its record
+// goes. If it fails, the records stay.
+func (s *Spool) SetBeforeDrop(f func() error) {
+	s.mu.Lock()
+	s.beforeDrop = f
+	s.mu.Unlock()
 }
 
 // Open opens (or creates) the spool in dir; limit bounds its size in bytes.
@@ -475,11 +488,24 @@ func (s *Spool) Size() int64 {
 // durable on the server: whole segments below it are deleted.
 func (s *Spool) Ack(seq uint64) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if seq > s.acked {
 		s.acked = seq
 	}
-	for len(s.segs) > 1 && s.segs[1].first <= s.acked+1 {
+	upto := s.acked // what the hook below covers: records appended before it
+	due := len(s.segs) > 1 && s.segs[1].first <= upto+1
+	hook := s.beforeDrop
+	s.mu.Unlock()
+	if !due {
+		return nil
+	}
+	if hook != nil {
+		if err := hook(); err != nil {
+			return fmt.Errorf("spool: before dropping acknowledged records: %w", err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.segs) > 1 && s.segs[1].first <= upto+1 {
 		if err := s.retire(s.segs[0]); err != nil {
 			return err
 		}
@@ -492,6 +518,14 @@ func (s *Spool) Ack(seq uint64) error {
 // Reset drops every record (after a full resynchronisation made them
 // unnecessary) and continues numbering after them.
 func (s *Spool) Reset() error {
+	s.mu.Lock()
+	hook := s.beforeDrop
+	s.mu.Unlock()
+	if hook != nil {
+		if err := hook(); err != nil {
+			return fmt.Errorf("spool: before dropping every record: %w", err)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// An empty segment named by the next seq keeps the numbering across a

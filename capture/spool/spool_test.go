@@ -381,3 +381,39 @@ func FuzzOpen(f *testing.F) {
 		s.Close()
 	})
 }
+
+// The before-drop hook runs before acknowledged records leave the spool
+// (Ack deleting a segment, Reset), not when nothing leaves; if it fails,
+// the records stay.
+func TestBeforeDrop(t *testing.T) {
+	s, err := Open(t.TempDir(), 8<<20) // 1 MiB segments
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	calls := 0
+	var fail error
+	s.SetBeforeDrop(func() error { calls++; return fail })
+	d := make([]byte, 300<<10) // three to a segment
+	var last uint64
+	for range 8 {
+		if last, err = s.Append(Write, time.Now(), 0, int64(len(d)), d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size := s.Size()
+	if err := s.Ack(1); err != nil || calls != 0 || s.Size() != size {
+		t.Fatalf("ack inside the first segment: err %v, %d hook calls, size %d of %d", err, calls, s.Size(), size)
+	}
+	fail = errors.New("volume sync failed")
+	if err := s.Ack(last); err == nil || calls != 1 || s.Size() != size {
+		t.Fatalf("failing hook: err %v, %d calls, size %d of %d", err, calls, s.Size(), size)
+	}
+	fail = nil
+	if err := s.Ack(last); err != nil || calls != 2 || s.Size() >= size {
+		t.Fatalf("ack: err %v, %d calls, size %d of %d", err, calls, s.Size(), size)
+	}
+	if err := s.Reset(); err != nil || calls != 3 || s.Size() != 0 {
+		t.Fatalf("reset: err %v, %d calls, size %d", err, calls, s.Size())
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/blake3"
 )
 
 // Codec compresses blocks for storage and turns stored entries back into
@@ -75,8 +76,20 @@ func MaxStoredLen(n int) int {
 // Compression is the id Compress writes.
 func (c *Codec) Compression() uint8 { return c.write }
 
-// SumBlock returns the content hash of a block.
+// SumBlock returns the SHA-256 content hash of a block (HashSHA256).
 func SumBlock(data []byte) Hash { return sha256.Sum256(data) }
+
+// Sum returns the content hash of a block under a hash algorithm id that
+// HashID returns (any other gives the zero hash, which no block has).
+func Sum(algo uint8, data []byte) Hash {
+	switch algo {
+	case HashSHA256:
+		return sha256.Sum256(data)
+	case HashBLAKE3:
+		return blake3.Sum256(data)
+	}
+	return Hash{}
+}
 
 // Compress returns the stored form of data and its compression id; data
 // that does not shrink is stored as it is. The result is appended to
@@ -136,10 +149,10 @@ func (c *Codec) Decode(e Entry, stored, dst []byte) ([]byte, error) {
 	if len(out) != int(e.ULen) {
 		return nil, fmt.Errorf("block %s: decoded %d bytes, expected %d", e.Hash, len(out), e.ULen)
 	}
-	if e.HashAlgo != HashSHA256 {
+	if e.HashAlgo != HashSHA256 && e.HashAlgo != HashBLAKE3 {
 		return nil, fmt.Errorf("block %s: unknown hash algorithm id %d", e.Hash, e.HashAlgo)
 	}
-	if h := SumBlock(out); !bytes.Equal(h[:], e.Hash[:]) {
+	if h := Sum(e.HashAlgo, out); !bytes.Equal(h[:], e.Hash[:]) {
 		return nil, fmt.Errorf("block %s: content hash mismatch (data is damaged)", e.Hash)
 	}
 	return out, nil

@@ -58,10 +58,34 @@ const (
 	CompressionS2   uint8 = 2 // one S2 block (klauspost/compress/s2), length-prefixed
 )
 
-// Hash algorithm ids, stored with every entry.
+// Hash algorithm ids, stored with every entry. They never change meaning
+// once written.
 const (
 	HashSHA256 uint8 = 1
+	HashBLAKE3 uint8 = 2 // BLAKE3 (zeebo/blake3), 256-bit output
 )
+
+// Hash names, as config.json and the protocol spell them.
+var hashNames = map[string]uint8{"sha256": HashSHA256, "blake3": HashBLAKE3}
+
+// HashID returns the id of a hash algorithm name (sha256, blake3).
+func HashID(name string) (uint8, error) {
+	id, ok := hashNames[name]
+	if !ok {
+		return 0, fmt.Errorf("unknown hash algorithm %q (sha256, blake3)", name)
+	}
+	return id, nil
+}
+
+// HashName returns the name of a hash algorithm id.
+func HashName(id uint8) string {
+	for n, i := range hashNames {
+		if i == id {
+			return n
+		}
+	}
+	return fmt.Sprintf("hash-%d", id)
+}
 
 // HashSize is the length of a block's content hash.
 const HashSize = 32

@@ -237,3 +237,43 @@ func TestS2EntryDecodes(t *testing.T) {
 		t.Errorf("names: %d %v %q", n, err, CompressionName(CompressionS2))
 	}
 }
+
+// TestHashAlgorithms pins hash ids 1 (SHA-256) and 2 (BLAKE3): Decode
+// verifies a block under the algorithm its entry names, and a block
+// claimed under the other algorithm's hash is refused.
+func TestHashAlgorithms(t *testing.T) {
+	c, err := NewCodecFor(CompressionS2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("rewind "), 100)
+	// BLAKE3 of the empty input (the reference test vector).
+	if h := Sum(HashBLAKE3, nil); hex.EncodeToString(h[:]) != "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262" {
+		t.Fatalf("BLAKE3 of nothing: %x", h)
+	}
+	if Sum(HashSHA256, data) != SumBlock(data) {
+		t.Fatal("Sum(HashSHA256) is not SumBlock")
+	}
+	stored, comp := c.Compress(data, nil)
+	for _, algo := range []uint8{HashSHA256, HashBLAKE3} {
+		e := Entry{Compression: comp, HashAlgo: algo, ULen: uint32(len(data)), Hash: Sum(algo, data)}
+		if got, err := c.Decode(e, stored, nil); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s: %v", HashName(algo), err)
+		}
+		other := HashSHA256 + HashBLAKE3 - algo
+		e.HashAlgo = other
+		if _, err := c.Decode(e, stored, nil); err == nil {
+			t.Errorf("a block hashed with %s was accepted as %s", HashName(algo), HashName(other))
+		}
+		if id, err := HashID(HashName(algo)); err != nil || id != algo {
+			t.Errorf("names: %d %v", id, err)
+		}
+	}
+	if _, err := HashID("md5"); err == nil {
+		t.Error("unknown hash name accepted")
+	}
+	bad := Entry{Compression: comp, HashAlgo: 9, ULen: uint32(len(data))}
+	if _, err := c.Decode(bad, stored, nil); err == nil {
+		t.Error("unknown hash id accepted")
+	}
+}
