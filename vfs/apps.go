@@ -85,7 +85,7 @@ type AppEntry struct {
 // DefaultApps are the application views a tree shows when Options.Apps is
 // nil, in claiming order.
 func DefaultApps() []AppProvider {
-	return []AppProvider{SQLApp{}, ESEApp{}}
+	return []AppProvider{SQLApp{}, ExchangeApp{}, ESEApp{}}
 }
 
 // Bounds of the walk that finds database files in a point.
