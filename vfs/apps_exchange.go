@@ -61,7 +61,7 @@ type exchangeDB struct {
 	path string
 	db   *exchange.DB
 
-	mu    sync.Mutex
+	mu    sync.Mutex // guards the fields below and every read of db (one ESE reader)
 	boxes map[string]*exchange.Mailbox // by directory name; nil until listed
 	order []string
 	trees map[string]*exchangeTree // by mailbox directory name
@@ -216,13 +216,13 @@ func slicesClone(a []AppEntry) []AppEntry { return append([]AppEntry{}, a...) }
 
 func (e *exchangeDB) WriteFile(ctx context.Context, name string, w io.Writer) error {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	box, rest := splitBox(name)
 	t, err := e.tree(ctx, box)
 	var m *exchange.Message
 	if err == nil {
 		m = t.files[rest]
 	}
-	e.mu.Unlock()
 	if err != nil {
 		return err
 	}
