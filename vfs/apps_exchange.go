@@ -61,7 +61,7 @@ type exchangeDB struct {
 	path string
 	db   *exchange.DB
 
-	mu    sync.Mutex // guards the fields below and every read of db (one ESE reader)
+	mu    sync.Mutex                   // guards the fields below and every read of db (one ESE reader)
 	boxes map[string]*exchange.Mailbox // by directory name; nil until listed
 	order []string
 	trees map[string]*exchangeTree // by mailbox directory name
