@@ -4,14 +4,19 @@ import (
 	"bytes"
 	"context"
 	"net/mail"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rewind-cdp/rewind/parsers/exchange"
+	"github.com/rewind-cdp/rewind/repository"
 	"github.com/rewind-cdp/rewind/test/testenv"
 	"github.com/rewind-cdp/rewind/vfs"
+	"github.com/rewind-cdp/rewind/vfs/vfstest"
 )
 
 // walkApp lists every file of an application database by path.
@@ -164,5 +169,85 @@ func TestExchangeProbeLeavesESE(t *testing.T) {
 		if claim != vfs.ESEDir {
 			t.Errorf("%s claimed by %q, want ese", p, claim)
 		}
+	}
+}
+
+// Through the tree: mailboxes of an .edb go straight into exchange/, its
+// messages read as WriteEML's bytes, and an ESE file stays in ese/.
+func TestExchangeViewInTree(t *testing.T) {
+	testenv.NeedTool(t, "mkfs.ext4")
+	ctx := context.Background()
+	work := t.TempDir()
+	src := filepath.Join(work, "src")
+	if err := os.MkdirAll(filepath.Join(src, "Exchange"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "Exchange", "DB1.edb"), make([]byte, 16<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "SRUDB.dat"), testenv.FixtureBytes(t, "ese/win10_SRUDB.dat"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(work, "fs.img")
+	run(t, "mkfs.ext4", "-q", "-F", "-d", src, img, "64M")
+	repo, err := repository.Init(ctx, filepath.Join(work, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repo.Close()
+	vfstest.StoreImage(t, repo, "mx1", "e", img)
+	store := exchange.SampleStore()
+	tree, err := vfs.New(ctx, repo, vfs.Options{Location: time.UTC, CacheSize: 8 << 20,
+		AppCacheDir: filepath.Join(work, "appcache"),
+		Apps:        []vfs.AppProvider{vfs.ExchangeAppOver{Src: store}, vfs.ESEApp{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tree.Close()
+	ps, err := repo.Catalog.Points(ctx, "mx1", "e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt := "/mx1/e/" + vfs.PointNames(ps)[0]
+	if got, err := listNames(t, tree, pt); err != nil || !slices.Contains(got, "exchange") || !slices.Contains(got, "ese") {
+		t.Fatalf("ls %s = %v %v", pt, got, err)
+	}
+	if got, err := listNames(t, tree, pt+"/exchange"); err != nil || !slices.Equal(got, []string{"Alice Smith", "Bob Jones"}) {
+		t.Errorf("ls exchange = %v %v", got, err)
+	}
+	if got, err := listNames(t, tree, pt+"/ese"); err != nil || !slices.Equal(got, []string{"SRUDB"}) {
+		t.Errorf("ls ese = %v %v", got, err)
+	}
+	dir := pt + "/exchange/Alice Smith/Top of Information Store/Inbox"
+	names, err := listNames(t, tree, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, _ := exchange.OpenSource(ctx, store)
+	boxes, _ := db.Mailboxes(ctx)
+	_, byFolder, err := boxes[0].MessagesByFolder(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for f, msgs := range byFolder {
+		if strings.Join(f.Path(), "/") != "Top of Information Store/Inbox" {
+			continue
+		}
+		for m, name := range exchange.FileNames(msgs) {
+			if !slices.Contains(names, name) {
+				t.Errorf("%s not in %v", name, names)
+				continue
+			}
+			got, err := readAll(t, tree, dir+"/"+name)
+			var want bytes.Buffer
+			if err2 := m.WriteEML(ctx, &want); err != nil || err2 != nil || !bytes.Equal(got, want.Bytes()) {
+				t.Errorf("read %s: %v %v, equal to WriteEML: %v", name, err, err2, bytes.Equal(got, want.Bytes()))
+			}
+			checked++
+		}
+	}
+	if checked == 0 {
+		t.Error("no Inbox message checked")
 	}
 }

@@ -2,6 +2,7 @@ package vfs
 
 import (
 	"context"
+	"io"
 
 	"github.com/rewind-cdp/rewind/parsers/exchange"
 )
@@ -22,4 +23,19 @@ func NewExchangeDB(ctx context.Context, p string, src exchange.Source) (AppDatab
 		return nil, err
 	}
 	return newExchangeDB(p, db), nil
+}
+
+// ExchangeAppOver is ExchangeApp reading its databases from Src instead of
+// the claimed file (any .edb): the in-memory store through the whole tree.
+type ExchangeAppOver struct {
+	ExchangeApp
+	Src exchange.Source
+}
+
+// Probe accepts every matching file.
+func (ExchangeAppOver) Probe(context.Context, io.ReaderAt, int64) bool { return true }
+
+// Open reads Src.
+func (a ExchangeAppOver) Open(ctx context.Context, src AppSource) (AppDatabase, error) {
+	return NewExchangeDB(ctx, src.Path, a.Src)
 }
