@@ -17,7 +17,7 @@ import (
 )
 
 // Application views: directories next to disk.img and files/ in a point
-// directory (sql/, ese/, and later exchange/) that show the databases found
+// directory (sql/, exchange/, ese/) that show the databases found
 // on the point's file systems as plain files. Each view is an AppProvider;
 // the tree finds candidate files with one bounded walk per point, lets the
 // first provider that recognises a file claim it, and generates file
@@ -85,7 +85,7 @@ type AppEntry struct {
 // DefaultApps are the application views a tree shows when Options.Apps is
 // nil, in claiming order.
 func DefaultApps() []AppProvider {
-	return []AppProvider{SQLApp{}, ESEApp{}}
+	return []AppProvider{SQLApp{}, ExchangeApp{}, ESEApp{}}
 }
 
 // Bounds of the walk that finds database files in a point.

@@ -43,9 +43,13 @@ rewind umount MOUNTPOINT), then unmounts.
       ese/<database>/<table>.jsonl
                    every table of every ESE database (.edb, .dit, .dat, .mdb:
                    ntds.dit, SRUDB.dat, ...), as rewind ese export writes it
+      exchange/<mailbox>/<folder path>/<yyyy-mm-dd HHMM> <subject>.eml
+                   every message of every Exchange 2010-2019 mailbox database
+                   (.edb), named and written as rewind exchange export does;
+                   those databases are not repeated under ese/
 
-sql/ and ese/ appear only when the point holds such files: listing a point
-directory (or looking up sql/ or ese/) walks its file systems once, skipping
+sql/, ese/ and exchange/ appear only when the point holds such files: listing
+a point directory (or looking up one of them) walks its file systems once, skipping
 Windows\WinSxS and similar folders and stopping after 500,000 entries.
 Database directories are named by the database (SQL: from the boot page; ESE:
 the file name); the same name twice gets ~2, ~3. A table file is exported
@@ -174,7 +178,7 @@ user_allow_other in /etc/fuse.conf when not mounting as root.`,
 	f.StringVar(&volume, "volume", "", "the volume to mount")
 	f.StringVar(&at, "at", "", "the moment: RFC 3339, \"YYYY-MM-DD HH:MM[:SS]\" (local), -15m, latest (default) or a point id")
 	f.StringVar(&cacheSize, "cache-size", "256M", "memory for decompressed blocks (K, M, G suffixes)")
-	f.StringVar(&appCache, "app-cache", "1G", "temporary disk space for generated sql/ and ese/ files (K, M, G suffixes)")
+	f.StringVar(&appCache, "app-cache", "1G", "temporary disk space for generated sql/, ese/ and exchange/ files (K, M, G suffixes)")
 	f.StringVar(&appCacheDir, "app-cache-dir", "", "directory for the --app-cache files (default $TMPDIR or /tmp; mind a /tmp in memory)")
 	f.StringVar(&auditLog, "audit-log", "", "append a JSON line per open and per listing to this file")
 	f.BoolVar(&mo.allowOther, "allow-other", false, "let other users read the mount")

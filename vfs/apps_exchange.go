@@ -1,0 +1,236 @@
+package vfs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/rewind-cdp/rewind/parsers/exchange"
+)
+
+// ExchangeApp is the exchange/ view:
+// exchange/<mailbox>/<folder path>/<yyyy-mm-dd HHMM> <subject>.eml for
+// every mailbox of the Exchange mailbox databases (.edb) on the point's
+// file systems, named and written as `rewind exchange export` does. It
+// goes before ESEApp in the claiming order; an ESE file without the
+// mailbox tables is left to ese/.
+type ExchangeApp struct{}
+
+// ExchangeDir is the Exchange view's directory name.
+const ExchangeDir = "exchange"
+
+// Dir implements AppProvider.
+func (ExchangeApp) Dir() string { return ExchangeDir }
+
+// MergeDatabases implements AppMerger: mailboxes go straight into
+// exchange/.
+func (ExchangeApp) MergeDatabases() bool { return true }
+
+// Match implements AppProvider: .edb files of at least two pages.
+func (ExchangeApp) Match(p string, size int64) bool {
+	return strings.EqualFold(path.Ext(p), ".edb") && size >= 2*4096
+}
+
+// Probe implements AppProvider: an ESE database whose catalog has the
+// Mailbox, Folder and Message_N tables.
+func (ExchangeApp) Probe(ctx context.Context, r io.ReaderAt, size int64) bool {
+	if !(ESEApp{}).Probe(ctx, r, size) {
+		return false
+	}
+	_, err := exchange.Open(ctx, r, size)
+	return err == nil
+}
+
+// Open implements AppProvider.
+func (ExchangeApp) Open(ctx context.Context, src AppSource) (AppDatabase, error) {
+	db, err := exchange.Open(ctx, src.R, src.Size)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src.Path, err)
+	}
+	return newExchangeDB(src.Path, db), nil
+}
+
+// exchangeDB is an opened mailbox database. Each mailbox is read once (one
+// pass over its message table) the first time one of its directories is
+// listed, and kept while the database stays open.
+type exchangeDB struct {
+	path string
+	db   *exchange.DB
+
+	mu    sync.Mutex                   // guards the fields below and every read of db (one ESE reader)
+	boxes map[string]*exchange.Mailbox // by directory name; nil until listed
+	order []string
+	trees map[string]*exchangeTree // by mailbox directory name
+}
+
+// exchangeTree is one mailbox laid out as directories and files.
+type exchangeTree struct {
+	dirs  map[string][]AppEntry        // by path below the mailbox ("" is its top)
+	files map[string]*exchange.Message // by path below the mailbox
+}
+
+func newExchangeDB(p string, db *exchange.DB) *exchangeDB {
+	return &exchangeDB{path: p, db: db, trees: map[string]*exchangeTree{}}
+}
+
+// Name is the file's base name without its extension.
+func (e *exchangeDB) Name() string {
+	b := path.Base(e.path)
+	return strings.TrimSuffix(b, path.Ext(b))
+}
+
+func exchangeComponent(s string) string {
+	if s = exchange.SafeName(s, 120); s == "" {
+		return "_"
+	}
+	return s
+}
+
+// mailboxes lists the mailboxes under unique directory names.
+func (e *exchangeDB) mailboxes(ctx context.Context) error {
+	if e.boxes != nil {
+		return nil
+	}
+	list, err := e.db.Mailboxes(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: mailboxes: %w", e.path, err)
+	}
+	boxes := map[string]*exchange.Mailbox{}
+	var order []string
+	used := map[string]bool{}
+	for _, b := range list {
+		name := exchangeComponent(b.Name())
+		if used[strings.ToLower(name)] {
+			name = fmt.Sprintf("%s [%d]", name, b.Number)
+		}
+		used[strings.ToLower(name)] = true
+		boxes[name] = b
+		order = append(order, name)
+	}
+	e.boxes, e.order = boxes, order
+	return nil
+}
+
+// tree returns the laid-out mailbox, reading it on first use.
+func (e *exchangeDB) tree(ctx context.Context, box string) (*exchangeTree, error) {
+	if t := e.trees[box]; t != nil {
+		return t, nil
+	}
+	if err := e.mailboxes(ctx); err != nil {
+		return nil, err
+	}
+	mb := e.boxes[box]
+	if mb == nil {
+		return nil, fmt.Errorf("%s: %w", box, ErrNotExist)
+	}
+	folders, byFolder, err := mb.MessagesByFolder(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: mailbox %s: %w", e.path, mb.Name(), err)
+	}
+	t := &exchangeTree{dirs: map[string][]AppEntry{"": nil}, files: map[string]*exchange.Message{}}
+	dirOf := map[*exchange.Folder]string{}
+	used := map[string]bool{}
+	var place func(f *exchange.Folder) string
+	place = func(f *exchange.Folder) string {
+		if d, ok := dirOf[f]; ok {
+			return d
+		}
+		if f.Parent == nil {
+			dirOf[f] = ""
+			return ""
+		}
+		parent := place(f.Parent)
+		name := exchangeComponent(f.Name)
+		p := path.Join(parent, name)
+		if used[strings.ToLower(p)] {
+			name = fmt.Sprintf("%s [%s]", name, f.ID)
+			p = path.Join(parent, name)
+		}
+		used[strings.ToLower(p)] = true
+		dirOf[f] = p
+		t.dirs[parent] = append(t.dirs[parent], AppEntry{Name: name, Dir: true})
+		if t.dirs[p] == nil {
+			t.dirs[p] = []AppEntry{}
+		}
+		return p
+	}
+	for _, f := range folders {
+		place(f)
+	}
+	for _, f := range folders {
+		msgs := byFolder[f]
+		d := place(f)
+		for m, name := range exchange.FileNames(msgs) {
+			p := path.Join(d, name)
+			if used[strings.ToLower(p)] {
+				continue // a subfolder with the same name: keep the folder
+			}
+			used[strings.ToLower(p)] = true
+			t.files[p] = m
+			t.dirs[d] = append(t.dirs[d], AppEntry{Name: name, Mtime: m.Date()})
+		}
+	}
+	for d := range t.dirs {
+		sort.Slice(t.dirs[d], func(i, j int) bool { return t.dirs[d][i].Name < t.dirs[d][j].Name })
+	}
+	e.trees[box] = t
+	return t, nil
+}
+
+// split parts a path of the database into its mailbox and the rest.
+func splitBox(p string) (box, rest string) {
+	box, rest, _ = strings.Cut(p, "/")
+	return box, rest
+}
+
+func (e *exchangeDB) ReadDir(ctx context.Context, dir string) ([]AppEntry, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if dir == "" {
+		if err := e.mailboxes(ctx); err != nil {
+			return nil, err
+		}
+		out := make([]AppEntry, 0, len(e.order))
+		for _, n := range e.order {
+			out = append(out, AppEntry{Name: n, Dir: true})
+		}
+		return out, nil
+	}
+	box, rest := splitBox(dir)
+	t, err := e.tree(ctx, box)
+	if err != nil {
+		return nil, err
+	}
+	ents, ok := t.dirs[rest]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", dir, ErrNotExist)
+	}
+	return slicesClone(ents), nil
+}
+
+func slicesClone(a []AppEntry) []AppEntry { return append([]AppEntry{}, a...) }
+
+func (e *exchangeDB) WriteFile(ctx context.Context, name string, w io.Writer) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	box, rest := splitBox(name)
+	t, err := e.tree(ctx, box)
+	var m *exchange.Message
+	if err == nil {
+		m = t.files[rest]
+	}
+	if err != nil {
+		return err
+	}
+	if m == nil {
+		return fmt.Errorf("%s: %w", name, ErrNotExist)
+	}
+	if err := m.WriteEML(ctx, w); err != nil {
+		return fmt.Errorf("%s: %s: %w", e.path, name, err)
+	}
+	return nil
+}
