@@ -7,11 +7,6 @@ import (
 
 	mssqldb "github.com/microsoft/go-mssqldb"
 	"golang.org/x/text/encoding"
-	"golang.org/x/text/encoding/charmap"
-	"golang.org/x/text/encoding/japanese"
-	"golang.org/x/text/encoding/korean"
-	"golang.org/x/text/encoding/simplifiedchinese"
-	"golang.org/x/text/encoding/traditionalchinese"
 
 	"github.com/rewind-cdp/rewind/parsers/mdf"
 )
@@ -88,41 +83,10 @@ func BulkValue(c *mdf.Column, v any) (any, error) {
 }
 
 func codePageEncoder(cp int) encoding.Encoding {
-	switch cp {
-	case 932:
-		return japanese.ShiftJIS
-	case 936:
-		return simplifiedchinese.GBK
-	case 949:
-		return korean.EUCKR
-	case 950:
-		return traditionalchinese.Big5
-	case 437:
-		return charmap.CodePage437
-	case 850:
-		return charmap.CodePage850
-	case 874:
-		return charmap.Windows874
-	case 1250:
-		return charmap.Windows1250
-	case 1251:
-		return charmap.Windows1251
-	case 1252, 0:
-		return charmap.Windows1252
-	case 1253:
-		return charmap.Windows1253
-	case 1254:
-		return charmap.Windows1254
-	case 1255:
-		return charmap.Windows1255
-	case 1256:
-		return charmap.Windows1256
-	case 1257:
-		return charmap.Windows1257
-	case 1258:
-		return charmap.Windows1258
+	if cp == 0 {
+		cp = 1252
 	}
-	return nil
+	return mdf.CodePageEncoding(cp)
 }
 
 // Bulk is a bulk copy of rows into a table, inside the copy's transaction.

@@ -69,8 +69,9 @@ func CodePage(collation int32) int {
 	return 1252
 }
 
-// codePageEncoding returns the decoder for a Windows code page.
-func codePageEncoding(cp int) encoding.Encoding {
+// CodePageEncoding returns the encoding of a Windows code page (nil when
+// it is not supported; 65001, UTF-8, needs none).
+func CodePageEncoding(cp int) encoding.Encoding {
 	switch cp {
 	case 437:
 		return charmap.CodePage437
@@ -109,7 +110,7 @@ func codePageEncoding(cp int) encoding.Encoding {
 }
 
 // SupportedCodePage reports whether cp can be decoded.
-func SupportedCodePage(cp int) bool { return cp == 65001 || codePageEncoding(cp) != nil }
+func SupportedCodePage(cp int) bool { return cp == 65001 || CodePageEncoding(cp) != nil }
 
 // decodeCodePage turns code-page bytes into a string.
 func decodeCodePage(b []byte, cp int) string {
@@ -126,7 +127,7 @@ func decodeCodePage(b []byte, cp int) string {
 	if cp == 65001 && utf8.Valid(b) {
 		return string(b)
 	}
-	enc := codePageEncoding(cp)
+	enc := CodePageEncoding(cp)
 	if enc == nil {
 		enc = charmap.Windows1252
 	}

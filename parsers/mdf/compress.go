@@ -31,7 +31,6 @@ package mdf
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"math/big"
@@ -828,26 +827,8 @@ func (t *Table) decodeCDColumn(c *Column, idx int, rec *cdRecord, ci *compressio
 			return nil, err
 		}
 	}
-	switch c.TypeID {
-	case TypeText, TypeNText, TypeImage:
-		if len(b) == 0 {
-			return emptyValue(c), nil
-		}
-		data, err := lobs.textPointer(b)
-		if errors.Is(err, errLOBNull) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return decodeVarInline(c, data)
-	}
-	if complex {
-		data, err := lobs.complexValue(b)
-		if err != nil {
-			return nil, err
-		}
-		return decodeVarInline(c, data) // off-row data is not compressed
+	if v, offRow, err := lobs.offRowValue(c, b, complex); offRow || err != nil {
+		return v, err // off-row data is not compressed
 	}
 	if c.MaxLength < 0 {
 		// (max) values kept in row are stored as they are.

@@ -312,28 +312,40 @@ func (t *Table) decodeColumn(c *Column, rec *Record, lobs *lobReader) (any, erro
 		}
 		b = nil
 	}
+	if v, offRow, err := lobs.offRowValue(c, b, complex); offRow || err != nil {
+		return v, err
+	}
+	return decodeVarInline(c, b)
+}
+
+// offRowValue reads a variable-length value kept off the row: text, ntext
+// and image through their text pointer, and complex (row-overflow or LOB
+// root) columns. offRow is false for a value stored in the row.
+func (lobs *lobReader) offRowValue(c *Column, b []byte, complex bool) (v any, offRow bool, err error) {
 	switch c.TypeID {
 	case TypeText, TypeNText, TypeImage:
 		if len(b) == 0 {
-			return emptyValue(c), nil
+			return emptyValue(c), true, nil
 		}
 		data, err := lobs.textPointer(b)
 		if errors.Is(err, errLOBNull) {
-			return nil, nil
+			return nil, true, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, true, err
 		}
-		return decodeVarInline(c, data)
+		v, err := decodeVarInline(c, data)
+		return v, true, err
 	}
-	if complex {
-		data, err := lobs.complexValue(b)
-		if err != nil {
-			return nil, err
-		}
-		return decodeVarInline(c, data)
+	if !complex {
+		return nil, false, nil
 	}
-	return decodeVarInline(c, b)
+	data, err := lobs.complexValue(b)
+	if err != nil {
+		return nil, true, err
+	}
+	v, err = decodeVarInline(c, data)
+	return v, true, err
 }
 
 func emptyValue(c *Column) any {
