@@ -209,15 +209,7 @@ func (s *Server) replicaBegin(w http.ResponseWriter, r *http.Request) {
 			m.Name, vol.Name, vol.Kind, vol.BlockSize, req.VolumeKind, req.BlockSize))
 		return
 	}
-	s.mu.Lock()
-	if old := s.byVolume[vol.ID]; old != nil {
-		old.mu.Lock()
-		old.dead = true
-		old.mu.Unlock()
-		delete(s.sessions, old.id)
-		delete(s.byVolume, vol.ID)
-	}
-	s.mu.Unlock()
+	s.supersede(vol.ID)
 	t := time.Unix(0, req.Time).UTC()
 	pt, resumed, have, err := s.repo.Catalog.BeginReplicaPoint(ctx, vol.ID, req.Size, t, req.Kind, req.Label)
 	if err != nil {

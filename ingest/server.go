@@ -266,14 +266,7 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 	}
 	// A new session on a volume supersedes any earlier one (whose client is
 	// gone or gave up); its point is resumed.
-	s.mu.Lock()
-	if old := s.byVolume[vol.ID]; old != nil {
-		old.mu.Lock()
-		old.dead = true
-		old.mu.Unlock()
-		delete(s.sessions, old.id)
-	}
-	s.mu.Unlock()
+	s.supersede(vol.ID)
 	p, resumed, err := s.repo.Catalog.BeginPoint(ctx, vol.ID, req.Size, req.Kind, req.Label)
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, err.Error())
@@ -604,4 +597,18 @@ func isPrintable(s string) bool {
 // same block: the later one wins.
 func sortRows(rows []catalog.BlockWrite) {
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Blk < rows[j].Blk })
+}
+
+// supersede marks the session open on a volume, if any, dead and forgets it:
+// a new session on a volume supersedes any earlier one.
+func (s *Server) supersede(volID int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.byVolume[volID]; old != nil {
+		old.mu.Lock()
+		old.dead = true
+		old.mu.Unlock()
+		delete(s.sessions, old.id)
+		delete(s.byVolume, volID)
+	}
 }
