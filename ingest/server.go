@@ -557,14 +557,8 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request, sess *session) {
 		httpError(w, http.StatusConflict, err.Error())
 		return
 	}
-	s.mu.Lock()
-	delete(s.sessions, sess.id)
-	if s.byVolume[sess.volume.ID] == sess {
-		delete(s.byVolume, sess.volume.ID)
-	}
-	s.mu.Unlock()
+	s.end(sess)
 	sess.mu.Lock()
-	sess.dead = true
 	resp := commitResponse{Point: PointRef{ID: sess.point.ID, Time: b.Time}, BytesNew: sess.bytesNew, BlocksNew: sess.blocksNew}
 	sess.mu.Unlock()
 	slog.Info("point committed", "machine", sess.machine.Name, "volume", sess.volume.Name, "point", sess.point.ID, "bytes_new", resp.BytesNew)
