@@ -8,8 +8,10 @@ import (
 	"io/fs"
 	"runtime"
 	"sync"
+	"unsafe"
 
 	"github.com/rewind-cdp/rewind/catalog"
+	"github.com/rewind-cdp/rewind/repository/directio"
 )
 
 // mapWindow is how many block versions are resolved per catalog visit.
@@ -173,91 +175,118 @@ func (r *Repo) Restore(ctx context.Context, p catalog.Point, dst io.WriterAt, op
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// A job is a run of consecutive blocks, written with as few writes as
+	// its zero blocks allow: large writes cost a target written around
+	// the page cache far less per byte than block-sized ones.
+	run := max(1, restoreRun/p.BlockSize)
 	type job struct {
-		blk int64
-		ref catalog.ChunkRef
+		first int64
+		refs  []catalog.ChunkRef
 	}
-	jobs := make(chan job, mapWindow)
+	jobs := make(chan job, 2*workers)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var buf []byte
-			var zeros []byte
+			// Page-aligned, so that a target writing around the page
+			// cache can take the blocks as they are.
+			buf := directio.AlignedBuf(int(run * p.BlockSize))
 			for j := range jobs {
-				n := pr.blockLen(j.blk)
-				var data []byte
-				if j.ref.ID == 0 {
-					if opt.SkipZeros {
-						if opt.Progress != nil {
-							opt.Progress(n)
-						}
-						continue
-					}
-					if int64(len(zeros)) < n {
-						zeros = make([]byte, n)
-					}
-					data = zeros[:n]
-				} else {
-					var err error
-					data, err = r.ReadChunk(ctx, j.ref, buf)
-					if err != nil {
-						cancel(fmt.Errorf("%s/%s point %d, block %d: %w", p.Machine, p.Volume, p.ID, j.blk, err))
-						continue
-					}
-					buf = data[:0]
-					if int64(len(data)) != n {
-						cancel(fmt.Errorf("%s/%s point %d, block %d: stored block has %d bytes, expected %d", p.Machine, p.Volume, p.ID, j.blk, len(data), n))
-						continue
-					}
-				}
-				if _, err := dst.WriteAt(data, j.blk*p.BlockSize); err != nil {
-					cancel(fmt.Errorf("write block %d: %w", j.blk, err))
-					continue
-				}
-				if opt.Progress != nil {
-					opt.Progress(n)
+				if err := r.restoreRun(ctx, pr, j.first, j.refs, buf, dst, opt); err != nil {
+					cancel(err)
 				}
 			}
 		}()
 	}
 	// Resolve the block map a window ahead of the workers.
 	total := pr.blocks()
-	windows := make(chan []job, 2)
+	windows := make(chan []catalog.ChunkRef, 2)
 	go func() {
 		defer close(windows)
 		for first := int64(0); first < total; first += mapWindow {
-			n := min(int64(mapWindow), total-first)
-			refs := make([]catalog.ChunkRef, n)
+			refs := make([]catalog.ChunkRef, min(int64(mapWindow), total-first))
 			if err := r.Catalog.BlockMap(ctx, p.VolumeID, p.ID, first, refs); err != nil {
 				cancel(err)
 				return
 			}
-			js := make([]job, n)
-			for i := range n {
-				js[i] = job{first + i, refs[i]}
-			}
 			select {
-			case windows <- js:
+			case windows <- refs:
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
+	first := int64(0)
 feed:
-	for js := range windows {
-		for _, j := range js {
+	for refs := range windows {
+		for i := 0; i < len(refs); i += int(run) {
 			select {
-			case jobs <- j:
+			case jobs <- job{first + int64(i), refs[i:min(len(refs), i+int(run))]}:
 			case <-ctx.Done():
 				break feed
 			}
 		}
+		first += int64(len(refs))
 	}
 	for range windows { // let the resolver finish after a cancel
 	}
 	close(jobs)
 	wg.Wait()
 	return context.Cause(ctx)
+}
+
+// restoreRun is the size in bytes of the runs of blocks Restore writes.
+const restoreRun = 1 << 20
+
+// restoreRun writes the blocks from first with refs to dst, decoding them
+// into buf (room for all of them) and writing each stretch between blocks
+// left unwritten (zeros, with SkipZeros) at once.
+func (r *Repo) restoreRun(ctx context.Context, pr *PointReader, first int64, refs []catalog.ChunkRef, buf []byte, dst io.WriterAt, opt RestoreOptions) error {
+	p := pr.point
+	bs := p.BlockSize
+	var from, to int64 // the stretch buf[from:to] waits to be written
+	write := func() error {
+		if to > from {
+			if _, err := dst.WriteAt(buf[from:to], first*bs+from); err != nil {
+				return fmt.Errorf("write blocks %d-%d: %w", first+from/bs, first+(to-1)/bs, err)
+			}
+		}
+		return nil
+	}
+	for i, ref := range refs {
+		blk := first + int64(i)
+		n := pr.blockLen(blk)
+		at := int64(i) * bs
+		slot := buf[at : at+n]
+		if ref.ID == 0 {
+			if opt.SkipZeros {
+				if err := write(); err != nil {
+					return err
+				}
+				from, to = at+bs, at+bs
+				if opt.Progress != nil {
+					opt.Progress(n)
+				}
+				continue
+			}
+			clear(slot)
+		} else {
+			data, err := r.ReadChunk(ctx, ref, slot[:0])
+			if err != nil {
+				return fmt.Errorf("%s/%s point %d, block %d: %w", p.Machine, p.Volume, p.ID, blk, err)
+			}
+			if int64(len(data)) != n {
+				return fmt.Errorf("%s/%s point %d, block %d: stored block has %d bytes, expected %d", p.Machine, p.Volume, p.ID, blk, len(data), n)
+			}
+			if unsafe.SliceData(data) != unsafe.SliceData(slot) {
+				copy(slot, data)
+			}
+		}
+		to = at + n
+		if opt.Progress != nil {
+			opt.Progress(n)
+		}
+	}
+	return write()
 }

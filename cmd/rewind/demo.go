@@ -146,7 +146,7 @@ func runDemo(ctx context.Context, out, stderr io.Writer, work string, size int64
 		if err != nil {
 			return err
 		}
-		if err := tgt.finish(repo.Restore(ctx, pt, tgt.f, repository.RestoreOptions{SkipZeros: true})); err != nil {
+		if err := tgt.finish(repo.Restore(ctx, pt, tgt.w, repository.RestoreOptions{SkipZeros: true})); err != nil {
 			return fmt.Errorf("restore point %d: %w", p.id, err)
 		}
 		el := time.Since(start)

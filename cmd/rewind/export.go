@@ -177,7 +177,7 @@ func exportPoint(ctx context.Context, repo *repository.Repo, p catalog.Point, f 
 		if err != nil {
 			return 0, err
 		}
-		err = repo.Restore(ctx, p, tgt.f, repository.RestoreOptions{SkipZeros: tgt.fresh, Progress: pg.Add})
+		err = repo.Restore(ctx, p, tgt.w, repository.RestoreOptions{SkipZeros: tgt.fresh, Progress: pg.Add})
 		return p.Size, tgt.finish(err)
 	}
 	src := repo.OpenPoint(p).ReadAhead(ctx, 128)

@@ -13,6 +13,7 @@ import (
 	"github.com/rewind-cdp/rewind/catalog"
 	"github.com/rewind-cdp/rewind/parsers/filesystem/dirvol"
 	"github.com/rewind-cdp/rewind/repository"
+	"github.com/rewind-cdp/rewind/repository/directio"
 )
 
 func newRestoreCmd() *cobra.Command {
@@ -145,7 +146,7 @@ it (entries of the volume replace what is there; other files stay).`,
 			if err != nil {
 				return err
 			}
-			err = repo.Restore(ctx, p, tgt.f, repository.RestoreOptions{SkipZeros: tgt.fresh, Progress: pg.Add})
+			err = repo.Restore(ctx, p, tgt.w, repository.RestoreOptions{SkipZeros: tgt.fresh, Progress: pg.Add})
 			pg.Done()
 			if err = tgt.finish(err); err != nil {
 				return fmt.Errorf("restore to %s: %w", to, err)
@@ -223,6 +224,7 @@ func parseAtSyntax(at string) (time.Time, error) {
 // written beside the destination and renamed over it when complete.
 type target struct {
 	f     *os.File
+	w     *directio.WriterAt // f, with aligned blocks written around the page cache
 	path  string
 	tmp   string
 	fresh bool // a new sparse file: zero blocks need not be written
@@ -245,7 +247,7 @@ func openTarget(path string, size int64, force bool) (*target, error) {
 			f.Close()
 			return nil, fmt.Errorf("target device %s holds %s, the volume needs %s", path, humanBytes(dsize), humanBytes(size))
 		}
-		return &target{f: f, path: path}, nil
+		return &target{f: f, w: directio.NewWriterAt(f, path), path: path}, nil
 	case err == nil && st.IsDir():
 		return nil, fmt.Errorf("target %s is a directory; name an image file or a device", path)
 	case err == nil && !force:
@@ -263,7 +265,7 @@ func openTarget(path string, size int64, force bool) (*target, error) {
 		os.Remove(tmp)
 		return nil, fmt.Errorf("size target %s: %w", tmp, err)
 	}
-	return &target{f: f, path: path, tmp: tmp, fresh: true}, nil
+	return &target{f: f, w: directio.NewWriterAt(f, tmp), path: path, tmp: tmp, fresh: true}, nil
 }
 
 // finish closes the target: a device is synced first; a file is renamed
@@ -273,6 +275,7 @@ func (t *target) finish(err error) error {
 	if err == nil && t.tmp == "" {
 		err = t.f.Sync()
 	}
+	t.w.Close()
 	if cerr := t.f.Close(); err == nil {
 		err = cerr
 	}

@@ -3,13 +3,12 @@ package pack
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
-	"unsafe"
+
+	"github.com/rewind-cdp/rewind/repository/directio"
 )
 
 // Writer appends entries to a new pack file. Its first error is sticky:
@@ -18,22 +17,24 @@ import (
 // goroutine at a time; Sync may run beside them.
 //
 // Entries are gathered in a memory buffer and written in runs of about
-// bufSize bytes. Where the file system allows it, whole aligned runs go
-// through a second descriptor opened with O_DIRECT: a pack is written once
-// and read rarely, and copying it through the page cache costs the server
-// more CPU than compressing it did (on a VM, several times more while the
-// guest's memory is first touched). The tail of a run that is not a whole
-// aligned page goes through the page cache and stays in the buffer, to be
-// written again, directly, as part of the next run.
+// bufSize bytes, each in the background while the next one fills. Whole
+// pages of a run go through a second descriptor opened with O_DIRECT
+// where the file system allows it (see package directio): a pack is
+// written once and read rarely. The tail of a run that is not a whole
+// page goes through the page cache at a Sync and stays in the buffer, to
+// be written again, directly, as part of the next run.
 type Writer struct {
 	f      *os.File // through the page cache
 	direct *os.File // O_DIRECT; nil where the file system refuses it
 	name   string
 	off    int64 // bytes appended (atomic: Size)
 
-	mu     sync.Mutex // buf and bufOff, between Append and Sync
-	buf    []byte     // the bytes from bufOff to off, not yet written whole
-	bufOff int64      // file offset of buf[0]; page-aligned while direct is set
+	mu      sync.Mutex // the fields below, between Append and Sync
+	buf     []byte     // the bytes from bufOff to off, not yet written whole
+	bufOff  int64      // file offset of buf[0]; page-aligned while direct is set
+	running []byte     // the run being written in the background, if any
+	done    chan error // its result
+	spare   []byte     // an empty buffer to fill next, when no run is under way
 
 	entries []Entry
 	err     error
@@ -41,12 +42,8 @@ type Writer struct {
 	synced  atomic.Int64 // bytes known durable
 }
 
-const (
-	// align is the offset, length and memory alignment of direct writes.
-	align = 4096
-	// bufSize is the size of the runs entries are written in.
-	bufSize = 1 << 20
-)
+// bufSize is the size of the runs entries are written in.
+const bufSize = 1 << 20
 
 // Create makes a new pack file at path (which must not exist) and writes
 // its header.
@@ -56,21 +53,13 @@ func Create(path string, id uint64) (*Writer, error) {
 		return nil, fmt.Errorf("create pack: %w", err)
 	}
 	w := newWriter(f, path, 0)
-	w.direct = openDirect(path)
+	w.direct = directio.Open(path)
 	w.add(encodeHeader(id))
 	return w, nil
 }
 
 func newWriter(f *os.File, path string, off int64) *Writer {
-	return &Writer{f: f, name: path, off: off, bufOff: off, buf: alignedBuf(bufSize)}
-}
-
-// alignedBuf returns an empty buffer of capacity n whose first byte is
-// page-aligned.
-func alignedBuf(n int) []byte {
-	b := make([]byte, n+align)
-	skip := (align - int(uintptr(unsafe.Pointer(unsafe.SliceData(b))))%align) % align
-	return b[skip : skip : skip+n]
+	return &Writer{f: f, name: path, off: off, bufOff: off, buf: directio.AlignedBuf(bufSize)}
 }
 
 // Size returns the number of bytes appended so far.
@@ -91,7 +80,7 @@ func (w *Writer) reserve(n int) []byte {
 	if len(w.buf)+n > cap(w.buf) {
 		w.writeOut(false)
 		if len(w.buf)+n > cap(w.buf) {
-			nb := alignedBuf((len(w.buf) + n + bufSize) / align * align)
+			nb := directio.AlignedBuf((len(w.buf) + n + bufSize) / directio.Align * directio.Align)
 			w.buf = append(nb, w.buf...)
 		}
 	}
@@ -101,31 +90,53 @@ func (w *Writer) reserve(n int) []byte {
 	return w.buf[at:]
 }
 
-// writeOut writes the buffer's whole pages and keeps the rest (less than a
-// page) at its start; with all, it also writes that rest, through the page
-// cache. Called with mu held. Failures go to the sticky error.
+// writeOut writes the buffer's whole pages (all of it when direct writes
+// are off) and moves the rest to the start of the other buffer. Without
+// all, the write goes on in the background while Append fills the other
+// buffer; with all, writeOut waits for it and then writes the rest too,
+// through the page cache. Called with mu held. Failures go to the sticky
+// error.
 func (w *Writer) writeOut(all bool) {
+	w.wait()
 	if w.err != nil {
 		return
 	}
-	n := len(w.buf)
-	if w.direct != nil {
-		n = n / align * align
-	}
-	if n > 0 {
-		if err := w.writeAt(w.buf[:n], w.bufOff); err != nil {
-			w.err = err
-			return
+	if n := len(w.buf); n > 0 && (w.direct == nil || n >= directio.Align) {
+		if w.direct != nil {
+			n = n / directio.Align * directio.Align
 		}
-		rest := copy(w.buf, w.buf[n:])
-		w.buf = w.buf[:rest]
+		run, off := w.buf[:n], w.bufOff
+		next := w.spare
+		if next == nil {
+			next = directio.AlignedBuf(bufSize)
+		}
+		w.spare = nil
+		w.buf = next[:copy(next[:len(w.buf)-n], w.buf[n:])]
 		w.bufOff += int64(n)
+		done := make(chan error, 1)
+		w.running, w.done = run, done
+		go func() { done <- w.writeAt(run, off) }()
+		if all {
+			w.wait()
+		}
 	}
-	if all && len(w.buf) > 0 {
+	if all && w.err == nil && len(w.buf) > 0 {
 		if _, err := w.f.WriteAt(w.buf, w.bufOff); err != nil {
 			w.err = fmt.Errorf("write pack %s at offset %d: %w", w.name, w.bufOff, err)
 		}
 	}
+}
+
+// wait waits for the write under way, if any, and takes its buffer back
+// as the spare. Called with mu held.
+func (w *Writer) wait() {
+	if w.done == nil {
+		return
+	}
+	if err := <-w.done; err != nil && w.err == nil {
+		w.err = err
+	}
+	w.spare, w.running, w.done = w.running[:0], nil, nil
 }
 
 // writeAt writes whole pages directly, or anything through the page cache
@@ -137,7 +148,7 @@ func (w *Writer) writeAt(b []byte, off int64) error {
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, syscall.EINVAL) {
+		if !directio.IsUnsupported(err) {
 			return fmt.Errorf("write pack %s at offset %d: %w", w.name, off, err)
 		}
 		w.direct.Close()
