@@ -261,13 +261,26 @@ func (c *Client) attempt(ctx context.Context, opt BackupOptions, res *BackupResu
 	firsts := make(chan int64)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
+	// Push while the server holds few of the blocks pushed (see push.go).
+	var pushing atomic.Bool
+	pushing.Store(br.Push)
 	for range opt.Workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var w batchWork
 			for first := range firsts {
-				n, err := c.sendBatch(ctx, up, opt, bs, first, min(first+per, nblocks), &w)
+				var n batchCount
+				var err error
+				if pushing.Load() {
+					var ans pushAnswer
+					n, ans, err = c.pushBatch(ctx, up, opt, bs, first, min(first+per, nblocks), &w)
+					if ans.Known*pushKnownLimit > ans.Blocks {
+						pushing.Store(false)
+					}
+				} else {
+					n, err = c.sendBatch(ctx, up, opt, bs, first, min(first+per, nblocks), &w)
+				}
 				if err != nil {
 					cancel(err)
 					return
@@ -325,26 +338,16 @@ func hashOf(br beginResponse) (uint8, error) {
 
 // batchWork is a worker's reusable buffers.
 type batchWork struct {
-	data []byte
-	zero []byte
-	body []byte // a blocks request, reused once the server has answered it
+	data  []byte
+	zero  []byte
+	holes []bool
+	body  []byte // a request body, reused once the server has answered it
 }
 
-// entry is how block blk with data b is offered: as zeros, or by its
-// hash under algorithm hash.
-func (w *batchWork) entry(hash uint8, blk int64, b []byte) offerEntry {
-	if len(w.zero) < len(b) {
-		w.zero = make([]byte, len(b))
-	}
-	if bytes.Equal(b, w.zero[:len(b)]) {
-		return offerEntry{Blk: blk, Zero: true}
-	}
-	return offerEntry{Blk: blk, Hash: pack.Sum(hash, b)}
-}
-
-type batchCount struct{ read, sentBlocks int64 }
-
-func (c *Client) sendBatch(ctx context.Context, up upload, opt BackupOptions, bs, first, end int64, w *batchWork) (batchCount, error) {
+// read reads blocks [first, end) of the source into w.data and reports
+// for each whether it lies wholly in a hole of a sparse source (such
+// blocks are zeros, neither read nor compared).
+func (w *batchWork) read(opt BackupOptions, bs, first, end int64) (batchCount, []bool, error) {
 	var n batchCount
 	off := first * bs
 	length := min(opt.Size, end*bs) - off
@@ -353,32 +356,79 @@ func (c *Client) sendBatch(ctx context.Context, up upload, opt BackupOptions, bs
 	}
 	data := w.data[:length]
 	n.read = length
-	o := offer{First: first, End: end}
-	block := func(i int64) []byte { return data[(i-first)*bs : min((i-first+1)*bs, length)] }
-	// Blocks wholly inside holes of a sparse source are zeros: they are
-	// neither read nor compared.
 	runs := dataRuns(opt.Source, off, length)
 	for _, r := range runs {
 		// Read whole blocks around each run of data.
 		lo := (r[0] - off) / bs * bs
 		hi := min(length, (r[1]-off+bs-1)/bs*bs)
 		if got, err := opt.Source.ReadAt(data[lo:hi], off+lo); int64(got) != hi-lo {
-			return n, fmt.Errorf("read source at offset %d: %w", off+lo+int64(got), err)
+			return n, nil, fmt.Errorf("read source at offset %d: %w", off+lo+int64(got), err)
 		}
 	}
+	w.holes = w.holes[:0]
 	ri := 0
 	for i := first; i < end; i++ {
 		bo, be := (i-first)*bs, min((i-first+1)*bs, length)
 		for ri < len(runs) && runs[ri][1]-off <= bo {
 			ri++
 		}
-		if ri == len(runs) || runs[ri][0]-off >= be {
-			o.Entries = append(o.Entries, offerEntry{Blk: i, Zero: true})
-			continue
-		}
-		o.Entries = append(o.Entries, w.entry(up.hash, i, block(i)))
+		w.holes = append(w.holes, ri == len(runs) || runs[ri][0]-off >= be)
 	}
-	return c.offerAndSend(ctx, up, o, block, n, w)
+	return n, w.holes, nil
+}
+
+// block returns block i of the batch read from block first.
+func (w *batchWork) block(bs, first, i int64) []byte {
+	return w.data[(i-first)*bs : min((i-first+1)*bs, int64(len(w.data)))]
+}
+
+// isZero reports whether b is all zeros.
+func (w *batchWork) isZero(b []byte) bool {
+	if len(w.zero) < len(b) {
+		w.zero = make([]byte, len(b))
+	}
+	return bytes.Equal(b, w.zero[:len(b)])
+}
+
+// entry is how block blk with data b is offered: as zeros, or by its
+// hash under algorithm hash.
+func (w *batchWork) entry(hash uint8, blk int64, b []byte) offerEntry {
+	if w.isZero(b) {
+		return offerEntry{Blk: blk, Zero: true}
+	}
+	return offerEntry{Blk: blk, Hash: pack.Sum(hash, b)}
+}
+
+// appendCompressed appends block s with data b to a request body,
+// compressed straight into it; body has room for the worst case
+// (pack.MaxStoredLen).
+func (w *batchWork) appendCompressed(body []byte, codec *pack.Codec, s sentBlock, b []byte) []byte {
+	at := len(body) + blockHeaderSize
+	stored, comp := codec.Compress(b, body[at:at])
+	s.Entry.Compression, s.Entry.ULen = comp, uint32(len(b))
+	body = appendBlockHeader(body, s, len(stored))
+	if unsafe.SliceData(stored) == unsafe.SliceData(body[at:]) {
+		return body[:at+len(stored)] // compressed in place
+	}
+	return append(body, stored...)
+}
+
+type batchCount struct{ read, sentBlocks int64 }
+
+func (c *Client) sendBatch(ctx context.Context, up upload, opt BackupOptions, bs, first, end int64, w *batchWork) (batchCount, error) {
+	n, holes, err := w.read(opt, bs, first, end)
+	if err != nil {
+		return n, err
+	}
+	o := offer{First: first, End: end}
+	for i := first; i < end; i++ {
+		if holes[i-first] {
+			o.Entries = append(o.Entries, offerEntry{Blk: i, Zero: true})
+		} else {
+			o.Entries = append(o.Entries, w.entry(up.hash, i, w.block(bs, first, i)))
+		}
+	}
+	return c.offerAndSend(ctx, up, o, func(blk int64) []byte { return w.block(bs, first, blk) }, n, w)
 }
 
 // sendSparse offers the listed blocks (increasing, spanning at most
@@ -429,15 +479,7 @@ func (c *Client) offerAndSend(ctx context.Context, up upload, o offer, block fun
 	body := w.body[:0]
 	for _, i := range need {
 		e := o.Entries[i]
-		b := block(e.Blk)
-		at := len(body) + blockHeaderSize
-		stored, comp := up.codec.Compress(b, body[at:at])
-		body = appendBlockHeader(body, sentBlock{Blk: e.Blk, Entry: pack.Entry{Hash: e.Hash, Compression: comp, ULen: uint32(len(b))}}, len(stored))
-		if unsafe.SliceData(stored) == unsafe.SliceData(body[at:]) {
-			body = body[:at+len(stored)] // compressed in place
-		} else {
-			body = append(body, stored...)
-		}
+		body = w.appendCompressed(body, up.codec, sentBlock{Blk: e.Blk, Entry: pack.Entry{Hash: e.Hash}}, block(e.Blk))
 	}
 	if _, err := c.post(ctx, "/v1/sessions/"+up.session+"/blocks", "application/octet-stream", body); err != nil {
 		w.body = nil // the transport may still hold it

@@ -140,6 +140,16 @@ func FuzzProtocolDecoding(f *testing.F) {
 				break
 			}
 		}
+		for rest := b; len(rest) > 0; {
+			s, next, err := cutBlock(rest, 65536, pack.HashSHA256)
+			if err != nil {
+				break
+			}
+			if len(next) >= len(rest) || len(s.Stored) > len(rest) {
+				t.Fatalf("cutBlock did not advance: %d -> %d bytes", len(rest), len(next))
+			}
+			rest = next
+		}
 	})
 }
 

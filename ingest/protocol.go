@@ -11,6 +11,9 @@
 //	                               answer: the indices of blocks to send
 //	POST /v1/sessions/{id}/blocks  binary blocks: (index, hash, compression,
 //	                               lengths, stored bytes) for each asked block
+//	POST /v1/sessions/{id}/push    binary: a range of blocks sent compressed
+//	                               without offering (see push.go); answer:
+//	                               JSON pushAnswer
 //	POST /v1/sessions/{id}/commit  JSON commitRequest → commitResponse, once the
 //	                               point is durable
 package ingest
@@ -37,6 +40,10 @@ const DefaultURL = "https://" + DefaultListen
 
 // maxOffer bounds the blocks in one offer, and so a blocks request.
 const maxOffer = 1024
+
+// pushKnownLimit: a client stops pushing once the server held more than
+// one in pushKnownLimit of the blocks of a push.
+const pushKnownLimit = 4
 
 type beginRequest struct {
 	Machine   string `json:"machine"`
@@ -75,6 +82,9 @@ type beginResponse struct {
 	// Hash is the algorithm block hashes in offers and blocks use (the
 	// repository's); a server that names none uses sha256.
 	Hash string `json:"hash,omitempty"`
+	// Push asks the client to push blocks rather than offer them: the
+	// volume has no point to compare against (see push.go).
+	Push bool `json:"push,omitempty"`
 }
 
 type commitRequest struct {
@@ -217,14 +227,9 @@ func readBlock(r io.Reader, maxLen uint32, hash uint8, buf []byte) (sentBlock, [
 		}
 		return sentBlock{}, buf, err
 	}
-	s := sentBlock{Blk: int64(binary.LittleEndian.Uint64(h[:]))}
-	copy(s.Entry.Hash[:], h[8:8+pack.HashSize])
-	s.Entry.Compression = h[40]
-	s.Entry.HashAlgo = hash
-	s.Entry.ULen = binary.LittleEndian.Uint32(h[41:])
-	clen := binary.LittleEndian.Uint32(h[45:])
-	if s.Entry.ULen > maxLen || clen > maxLen+maxLen/8+1024 {
-		return sentBlock{}, buf, fmt.Errorf("blocks: block %d claims %d/%d bytes, above the volume's block size %d", s.Blk, s.Entry.ULen, clen, maxLen)
+	s, clen, err := decodeBlockHeader(h[:], maxLen, hash)
+	if err != nil {
+		return sentBlock{}, buf, err
 	}
 	if cap(buf) < int(clen) {
 		buf = make([]byte, clen)
@@ -234,6 +239,39 @@ func readBlock(r io.Reader, maxLen uint32, hash uint8, buf []byte) (sentBlock, [
 		return sentBlock{}, buf, fmt.Errorf("blocks: block %d: %w", s.Blk, err)
 	}
 	return s, buf, nil
+}
+
+// cutBlock is readBlock from bytes in memory: the block's stored bytes
+// stay in b; it returns the rest of b.
+func cutBlock(b []byte, maxLen uint32, hash uint8) (sentBlock, []byte, error) {
+	if len(b) < blockHeaderSize {
+		return sentBlock{}, nil, errors.New("blocks: truncated block header")
+	}
+	s, clen, err := decodeBlockHeader(b, maxLen, hash)
+	if err != nil {
+		return sentBlock{}, nil, err
+	}
+	b = b[blockHeaderSize:]
+	if uint32(len(b)) < clen {
+		return sentBlock{}, nil, fmt.Errorf("blocks: block %d: %d of its %d bytes", s.Blk, len(b), clen)
+	}
+	s.Stored = b[:clen:clen]
+	return s, b[clen:], nil
+}
+
+// decodeBlockHeader decodes the fixed part of a block and returns it with
+// the length of its stored bytes.
+func decodeBlockHeader(h []byte, maxLen uint32, hash uint8) (sentBlock, uint32, error) {
+	s := sentBlock{Blk: int64(binary.LittleEndian.Uint64(h))}
+	copy(s.Entry.Hash[:], h[8:8+pack.HashSize])
+	s.Entry.Compression = h[40]
+	s.Entry.HashAlgo = hash
+	s.Entry.ULen = binary.LittleEndian.Uint32(h[41:])
+	clen := binary.LittleEndian.Uint32(h[45:])
+	if s.Entry.ULen > maxLen || clen > maxLen+maxLen/8+1024 {
+		return sentBlock{}, 0, fmt.Errorf("blocks: block %d claims %d/%d bytes, above the volume's block size %d", s.Blk, s.Entry.ULen, clen, maxLen)
+	}
+	return s, clen, nil
 }
 
 // tokenPrefix marks Rewind machine tokens, so a token pasted in the wrong

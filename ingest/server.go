@@ -59,6 +59,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sessions", s.auth(s.begin))
 	mux.HandleFunc("POST /v1/sessions/{id}/offer", s.auth(s.withSession(s.offer)))
 	mux.HandleFunc("POST /v1/sessions/{id}/blocks", s.auth(s.withSession(s.blocks)))
+	mux.HandleFunc("POST /v1/sessions/{id}/push", s.auth(s.withSession(s.push)))
 	mux.HandleFunc("POST /v1/sessions/{id}/commit", s.auth(s.withSession(s.commit)))
 	mux.HandleFunc("POST /v1/sessions/{id}/writes", s.auth(s.withSession(s.writes)))
 	mux.HandleFunc("POST /v1/replica/state", s.auth(s.replicaState))
@@ -283,7 +284,8 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) {
 		hash: s.repo.Hash(), stream: req.Stream, epoch: req.Epoch, work: map[int64][]byte{}, carry: map[int64][]byte{},
 	}
 	resp := beginResponse{Session: sess.id, PointID: p.ID, BlockSize: vol.BlockSize, ResumeFrom: p.Progress, Resumed: resumed,
-		Compression: pack.CompressionName(s.repo.Codec().Compression()), Compressions: pack.Compressions(), Hash: pack.HashName(s.repo.Hash())}
+		Compression: pack.CompressionName(s.repo.Codec().Compression()), Compressions: pack.Compressions(), Hash: pack.HashName(s.repo.Hash()),
+		Push: !seeded && !req.Stream}
 	if req.Stream {
 		if err := s.beginStream(ctx, sess, &resp); err != nil {
 			httpError(w, http.StatusInternalServerError, err.Error())

@@ -116,6 +116,23 @@ func (c *Codec) Compress(data, dst []byte) ([]byte, uint8) {
 // Decode turns stored bytes back into the block's data (appended to
 // dst[:0]) and checks its length and content hash against e.
 func (c *Codec) Decode(e Entry, stored, dst []byte) ([]byte, error) {
+	out, err := c.Expand(e, stored, dst)
+	if err != nil {
+		return nil, err
+	}
+	if e.HashAlgo != HashSHA256 && e.HashAlgo != HashBLAKE3 {
+		return nil, fmt.Errorf("block %s: unknown hash algorithm id %d", e.Hash, e.HashAlgo)
+	}
+	if h := Sum(e.HashAlgo, out); !bytes.Equal(h[:], e.Hash[:]) {
+		return nil, fmt.Errorf("block %s: content hash mismatch (data is damaged)", e.Hash)
+	}
+	return out, nil
+}
+
+// Expand is Decode without the hash check, for a caller that computes the
+// hash from the data: it decompresses stored bytes (appended to dst[:0])
+// and checks their length against e.ULen.
+func (c *Codec) Expand(e Entry, stored, dst []byte) ([]byte, error) {
 	var out []byte
 	switch e.Compression {
 	case CompressionNone:
@@ -148,12 +165,6 @@ func (c *Codec) Decode(e Entry, stored, dst []byte) ([]byte, error) {
 	}
 	if len(out) != int(e.ULen) {
 		return nil, fmt.Errorf("block %s: decoded %d bytes, expected %d", e.Hash, len(out), e.ULen)
-	}
-	if e.HashAlgo != HashSHA256 && e.HashAlgo != HashBLAKE3 {
-		return nil, fmt.Errorf("block %s: unknown hash algorithm id %d", e.Hash, e.HashAlgo)
-	}
-	if h := Sum(e.HashAlgo, out); !bytes.Equal(h[:], e.Hash[:]) {
-		return nil, fmt.Errorf("block %s: content hash mismatch (data is damaged)", e.Hash)
 	}
 	return out, nil
 }
