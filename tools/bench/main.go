@@ -35,6 +35,7 @@ type report struct {
 	Volume     *volume       `json:"volume"`
 	Tools      []*toolResult `json:"tools"`
 	Ingest     *ingestResult `json:"ingest,omitempty"`
+	Floor      *floorResult  `json:"floor,omitempty"`
 	Targets    []targetCheck `json:"targets"`
 }
 
@@ -151,6 +152,13 @@ func run() error {
 	rep.Volume = vol
 	if err := vol.build(); err != nil {
 		return err
+	}
+	if err := warm(vol.image); err != nil {
+		return err
+	}
+	logf("measuring the CPU cost of a first backup's essential work")
+	if rep.Floor, err = measureFloor(vol.image); err != nil {
+		return fmt.Errorf("measure the lower bound: %w", err)
 	}
 
 	for _, t := range tools {
@@ -413,6 +421,13 @@ func printReport(w io.Writer, rep *report) {
 			humanBytes(in.Bytes), humanBytes(in.TextBytes), humanBytes(in.RandomBytes), humanBytes(in.ZeroBytes), in.MBps, humanBytes(in.BytesNew))
 		fmt.Fprintf(w, "  server peak RSS %s, client peak RSS %s; catalog %s (%s while running) for %s unique data\n",
 			humanBytes(in.ServerRSSKiB<<10), humanBytes(in.ClientRSSKiB<<10), humanBytes(in.CatalogBytes), humanBytes(in.CatalogBytesRunning), humanBytes(in.UniqueBytes))
+	}
+	if rep.Floor != nil {
+		var borg float64
+		if r := findResult(rep, "borg"); r != nil {
+			borg = r.First.MBps
+		}
+		printFloor(w, rep.Floor, borg)
 	}
 	if len(rep.Targets) > 0 {
 		fmt.Fprintf(w, "\nTargets (issue 2):\n")
