@@ -123,15 +123,19 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request, sess *session) {
 			continue
 		}
 		ans.Blocks++
-		if plain, err = s.repo.Codec().Expand(b.Entry, b.Stored, plain); err != nil {
-			httpError(w, http.StatusBadRequest, fmt.Sprintf("push: block %d: %v", blk, err))
+		data := b.Stored // a block sent as it is is hashed where it lies
+		if b.Entry.Compression != pack.CompressionNone {
+			if plain, err = s.repo.Codec().Expand(b.Entry, b.Stored, plain); err != nil {
+				httpError(w, http.StatusBadRequest, fmt.Sprintf("push: block %d: %v", blk, err))
+				return
+			}
+			data = plain
+		}
+		if want := min(sess.blockSize, sess.point.Size-blk*sess.blockSize); int64(len(data)) != want || int64(b.Entry.ULen) != want {
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("push: block %d has %d bytes, expected %d", blk, len(data), want))
 			return
 		}
-		if want := min(sess.blockSize, sess.point.Size-blk*sess.blockSize); int64(len(plain)) != want {
-			httpError(w, http.StatusBadRequest, fmt.Sprintf("push: block %d has %d bytes, expected %d", blk, len(plain), want))
-			return
-		}
-		b.Entry.Hash = pack.Sum(sess.hash, plain)
+		b.Entry.Hash = pack.Sum(sess.hash, data)
 		if c.ID != 0 && c.Hash == b.Entry.Hash {
 			ans.Known++
 			continue
