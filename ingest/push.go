@@ -177,13 +177,10 @@ func (s *Server) push(w http.ResponseWriter, r *http.Request, sess *session) {
 	sess.blocksNew += blocksNew
 	sess.ranges[first] = &blockRange{end: end}
 	sess.advance()
-	due := sess.unflushed >= sess.flushLimit() || len(sess.rows) >= flushRows
 	sess.mu.Unlock()
-	if due {
-		if _, err := s.flush(ctx, sess, false); err != nil {
-			httpError(w, http.StatusInternalServerError, err.Error())
-			return
-		}
+	if err := s.flushIfDue(ctx, sess); err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
 	}
 	writeJSON(w, ans)
 }

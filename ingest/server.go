@@ -497,16 +497,23 @@ func (s *Server) blocks(w http.ResponseWriter, r *http.Request, sess *session) {
 		sess.mu.Unlock()
 		received++
 	}
+	if err := s.flushIfDue(ctx, sess); err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, map[string]int{"received": received})
+}
+
+// flushIfDue flushes a session holding enough unflushed bytes or rows.
+func (s *Server) flushIfDue(ctx context.Context, sess *session) error {
 	sess.mu.Lock()
 	due := sess.unflushed >= sess.flushLimit() || len(sess.rows) >= flushRows
 	sess.mu.Unlock()
-	if due {
-		if _, err := s.flush(ctx, sess, false); err != nil {
-			httpError(w, http.StatusInternalServerError, err.Error())
-			return
-		}
+	if !due {
+		return nil
 	}
-	writeJSON(w, map[string]int{"received": received})
+	_, err := s.flush(ctx, sess, false)
+	return err
 }
 
 // flush makes the session's recorded blocks and progress durable, and with
