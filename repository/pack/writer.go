@@ -21,8 +21,8 @@ import (
 // pages of a run go through a second descriptor opened with O_DIRECT
 // where the file system allows it (see package directio): a pack is
 // written once and read rarely. The tail of a run that is not a whole
-// page goes through the page cache at a Sync and stays in the buffer, to
-// be written again, directly, as part of the next run.
+// page goes through the page cache at a Sync and stays in the buffer; the
+// rest of that page follows it through the page cache with the next run.
 type Writer struct {
 	f      *os.File // through the page cache
 	direct *os.File // O_DIRECT; nil where the file system refuses it
@@ -32,6 +32,7 @@ type Writer struct {
 	mu      sync.Mutex // the fields below, between Append and Sync
 	buf     []byte     // the bytes from bufOff to off, not yet written whole
 	bufOff  int64      // file offset of buf[0]; page-aligned while direct is set
+	cached  int64      // pages below this offset went through the page cache
 	running []byte     // the run being written in the background, if any
 	done    chan error // its result
 	spare   []byte     // an empty buffer to fill next, when no run is under way
@@ -105,7 +106,10 @@ func (w *Writer) writeOut(all bool) {
 		if w.direct != nil {
 			n = n / directio.Align * directio.Align
 		}
-		run, off := w.buf[:n], w.bufOff
+		// A page is written either through the page cache or directly,
+		// never both: a direct write over a page a reader holds in the
+		// cache could leave that reader's copy stale.
+		run, off, head := w.buf[:n], w.bufOff, int(min(int64(n), max(0, w.cached-w.bufOff)))
 		next := w.spare
 		if next == nil {
 			next = directio.AlignedBuf(bufSize)
@@ -115,7 +119,7 @@ func (w *Writer) writeOut(all bool) {
 		w.bufOff += int64(n)
 		done := make(chan error, 1)
 		w.running, w.done = run, done
-		go func() { done <- w.writeAt(run, off) }()
+		go func() { done <- w.writeAt(run, off, head) }()
 		if all {
 			w.wait()
 		}
@@ -124,6 +128,7 @@ func (w *Writer) writeOut(all bool) {
 		if _, err := w.f.WriteAt(w.buf, w.bufOff); err != nil {
 			w.err = fmt.Errorf("write pack %s at offset %d: %w", w.name, w.bufOff, err)
 		}
+		w.cached = w.bufOff + directio.Align
 	}
 }
 
@@ -139,11 +144,21 @@ func (w *Writer) wait() {
 	w.spare, w.running, w.done = w.running[:0], nil, nil
 }
 
-// writeAt writes whole pages directly, or anything through the page cache
-// when direct writes are off. A file system that refuses a direct write
-// turns them off for this pack.
-func (w *Writer) writeAt(b []byte, off int64) error {
+// writeAt writes b at off: its first head bytes (whole pages) through the
+// page cache, the rest (whole pages) directly, or everything through the
+// page cache when direct writes are off. A file system that refuses a
+// direct write turns them off for this pack.
+func (w *Writer) writeAt(b []byte, off int64, head int) error {
 	if w.direct != nil {
+		if head > 0 {
+			if _, err := w.f.WriteAt(b[:head], off); err != nil {
+				return fmt.Errorf("write pack %s at offset %d: %w", w.name, off, err)
+			}
+			b, off = b[head:], off+int64(head)
+		}
+		if len(b) == 0 {
+			return nil
+		}
 		_, err := w.direct.WriteAt(b, off)
 		if err == nil {
 			return nil
