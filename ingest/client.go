@@ -354,7 +354,8 @@ func (w *batchWork) read(opt BackupOptions, bs, first, end int64) (batchCount, [
 	if int64(cap(w.data)) < length {
 		w.data = make([]byte, length)
 	}
-	data := w.data[:length]
+	w.data = w.data[:length]
+	data := w.data
 	n.read = length
 	runs := dataRuns(opt.Source, off, length)
 	for _, r := range runs {

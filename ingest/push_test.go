@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"path"
@@ -43,13 +44,13 @@ func countRequests(c *Client) *countingTransport {
 	return ct
 }
 
-// pushImage is random, zero and repetitive data, 256 blocks of 64 KiB
-// (four batches).
+// pushImage is random, zero and repetitive data: 256 blocks of 64 KiB
+// (four batches) and a short last block.
 func pushImage() []byte {
-	img := make([]byte, 16<<20)
+	img := make([]byte, 16<<20+12345)
 	rand.NewChaCha8([32]byte{7}).Read(img[:4<<20])
 	for i := 8 << 20; i < len(img); i += 64 {
-		copy(img[i:], "some text that compresses well, and again and again and again.\n")
+		copy(img[i:], fmt.Sprintf("line %10d of some text that compresses well, again.\n", i))
 	}
 	return img
 }

@@ -83,13 +83,6 @@ func (e *exchangeDB) Name() string {
 	return strings.TrimSuffix(b, path.Ext(b))
 }
 
-func exchangeComponent(s string) string {
-	if s = exchange.SafeName(s, 120); s == "" {
-		return "_"
-	}
-	return s
-}
-
 // mailboxes lists the mailboxes under unique directory names.
 func (e *exchangeDB) mailboxes(ctx context.Context) error {
 	if e.boxes != nil {
@@ -99,19 +92,10 @@ func (e *exchangeDB) mailboxes(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: mailboxes: %w", e.path, err)
 	}
-	boxes := map[string]*exchange.Mailbox{}
-	var order []string
-	used := map[string]bool{}
-	for _, b := range list {
-		name := exchangeComponent(b.Name())
-		if used[strings.ToLower(name)] {
-			name = fmt.Sprintf("%s [%d]", name, b.Number)
-		}
-		used[strings.ToLower(name)] = true
-		boxes[name] = b
-		order = append(order, name)
+	e.boxes, e.order = map[string]*exchange.Mailbox{}, exchange.MailboxDirs(list)
+	for i, name := range e.order {
+		e.boxes[name] = list[i]
 	}
-	e.boxes, e.order = boxes, order
 	return nil
 }
 
@@ -131,48 +115,22 @@ func (e *exchangeDB) tree(ctx context.Context, box string) (*exchangeTree, error
 	if err != nil {
 		return nil, fmt.Errorf("%s: mailbox %s: %w", e.path, mb.Name(), err)
 	}
-	t := &exchangeTree{dirs: map[string][]AppEntry{"": nil}, files: map[string]*exchange.Message{}}
-	dirOf := map[*exchange.Folder]string{}
-	used := map[string]bool{}
-	var place func(f *exchange.Folder) string
-	place = func(f *exchange.Folder) string {
-		if d, ok := dirOf[f]; ok {
-			return d
+	l := exchange.NewLayout(folders, byFolder)
+	t := &exchangeTree{dirs: map[string][]AppEntry{"": {}}, files: l.Files}
+	for _, d := range l.Dirs {
+		parent := path.Dir(d)
+		if parent == "." {
+			parent = ""
 		}
-		if f.Parent == nil {
-			dirOf[f] = ""
-			return ""
-		}
-		parent := place(f.Parent)
-		name := exchangeComponent(f.Name)
-		p := path.Join(parent, name)
-		if used[strings.ToLower(p)] {
-			name = fmt.Sprintf("%s [%s]", name, f.ID)
-			p = path.Join(parent, name)
-		}
-		used[strings.ToLower(p)] = true
-		dirOf[f] = p
-		t.dirs[parent] = append(t.dirs[parent], AppEntry{Name: name, Dir: true})
-		if t.dirs[p] == nil {
-			t.dirs[p] = []AppEntry{}
-		}
-		return p
+		t.dirs[parent] = append(t.dirs[parent], AppEntry{Name: path.Base(d), Dir: true})
+		t.dirs[d] = []AppEntry{}
 	}
-	for _, f := range folders {
-		place(f)
-	}
-	for _, f := range folders {
-		msgs := byFolder[f]
-		d := place(f)
-		for m, name := range exchange.FileNames(msgs) {
-			p := path.Join(d, name)
-			if used[strings.ToLower(p)] {
-				continue // a subfolder with the same name: keep the folder
-			}
-			used[strings.ToLower(p)] = true
-			t.files[p] = m
-			t.dirs[d] = append(t.dirs[d], AppEntry{Name: name, Mtime: m.Date()})
+	for p, m := range l.Files {
+		d := path.Dir(p)
+		if d == "." {
+			d = ""
 		}
+		t.dirs[d] = append(t.dirs[d], AppEntry{Name: path.Base(p), Mtime: m.Date()})
 	}
 	for d := range t.dirs {
 		sort.Slice(t.dirs[d], func(i, j int) bool { return t.dirs[d][i].Name < t.dirs[d][j].Name })

@@ -458,8 +458,10 @@ RFC 5322 .eml files, one per message, laid out like the mailbox:
 
   DIR/<mailbox>/<folder path>/<yyyy-mm-dd HHMM> <subject>.eml
 
-The time in the name is UTC (received, else sent). Messages whose names
-would collide get " [<id>]" added. Each .eml keeps sender, recipients,
+The time in the name is UTC (received, else sent). Messages that share a
+name all get " [<id>]" added (as do folders: " [<folder id>]"), so each
+file's name depends only on the mailbox, not on the filters, and is the one
+the mount's exchange/ view shows. Each .eml keeps sender, recipients,
 subject, date, Message-ID, the text and HTML bodies, and the attachments,
 and carries X-Rewind-Mailbox and X-Rewind-Folder headers. Existing files
 are overwritten. Messages that cannot be fully decoded are still written
@@ -489,12 +491,31 @@ with what could be read, and named in a warning.`,
 			for _, b := range boxes {
 				total += b.MessageCount
 			}
+			// The mailbox directories are named among all mailboxes, so a
+			// name never depends on which were asked for.
+			all, err := db.Mailboxes(ctx)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			boxDirs := map[int64]string{}
+			for i, d := range exchange.MailboxDirs(all) {
+				boxDirs[all[i].Number] = d
+			}
 			pg := newCountProgress(cmd.ErrOrStderr(), "export", total)
 			n, warned := 0, 0
 			for _, b := range boxes {
-				used := map[string]bool{}
-				err := b.Items(ctx, f.match, func(it *exchange.Item) error {
-					p := emlPath(dir, b, it.Message, used)
+				folders, byFolder, err := b.MessagesByFolder(ctx)
+				if err != nil {
+					pg.Done()
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				layout := exchange.NewLayout(folders, byFolder)
+				err = b.Items(ctx, f.match, func(it *exchange.Item) error {
+					rel, ok := layout.Paths[it.DocID]
+					if !ok {
+						return fmt.Errorf("message %d: not in the mailbox's layout", it.DocID)
+					}
+					p := filepath.Join(dir, boxDirs[b.Number], filepath.FromSlash(rel))
 					if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 						return err
 					}
@@ -528,33 +549,6 @@ with what could be read, and named in a warning.`,
 	f.add(cmd)
 	pf.add(cmd)
 	return cmd
-}
-
-// emlPath places a message under dir/<mailbox>/<folder path>/, giving it
-// a name no other exported message of the mailbox has.
-func emlPath(dir string, b *exchange.Mailbox, m *exchange.Message, used map[string]bool) string {
-	parts := []string{dir, safeComponent(b.Name())}
-	if m.Folder != nil {
-		for _, p := range m.Folder.Path() {
-			parts = append(parts, safeComponent(p))
-		}
-	} else {
-		parts = append(parts, "(unknown folder)")
-	}
-	base := m.FileName()
-	p := filepath.Join(append(parts, base)...)
-	if used[strings.ToLower(p)] {
-		p = filepath.Join(append(parts, strings.TrimSuffix(base, ".eml")+fmt.Sprintf(" [%d].eml", m.DocID))...)
-	}
-	used[strings.ToLower(p)] = true
-	return p
-}
-
-func safeComponent(s string) string {
-	if s = exchange.SafeName(s, 120); s == "" {
-		return "_"
-	}
-	return s
 }
 
 func writeEMLFile(p string, it *exchange.Item) error {

@@ -143,6 +143,10 @@ func TestExchangeExport(t *testing.T) {
 	if code, out, errs := runESE(t, "exchange", "export", db, "--dir", dir2, "--mailbox", "alice smith", "--id", "4"); code != 0 || !strings.Contains(out, "1 message(s)") {
 		t.Fatalf("--id: exit %d %s %s", code, out, errs)
 	}
+	// A message has the same name whichever messages are exported.
+	if _, err := os.Stat(filepath.Join(dir2, want[2])); err != nil {
+		t.Errorf("--id 4: %v", err)
+	}
 	if code, _, _ := runESE(t, "exchange", "export", db); code != 2 {
 		t.Errorf("no --dir: exit %d", code)
 	}

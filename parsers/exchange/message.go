@@ -77,7 +77,8 @@ func (f *Folder) Messages(ctx context.Context) ([]*Message, error) {
 // MessagesByFolder returns the mailbox's folders (linked into a tree, as
 // Folders does) and the normal (not hidden) messages of each, oldest
 // first, from one pass over the message table: what a file system view of
-// the whole mailbox needs.
+// the whole mailbox needs. Messages whose folder is not in the folder
+// table are listed under the nil folder.
 func (m *Mailbox) MessagesByFolder(ctx context.Context) ([]*Folder, map[*Folder][]*Message, error) {
 	folders, err := m.Folders(ctx)
 	if err != nil {
@@ -89,7 +90,8 @@ func (m *Mailbox) MessagesByFolder(ctx context.Context) ([]*Folder, map[*Folder]
 	}
 	out := map[*Folder][]*Message{}
 	err = m.scanMessages(ctx, func(msg *Message, _ *row) error {
-		if f := byID[msg.FolderID]; f != nil && !msg.Hidden {
+		if !msg.Hidden {
+			f := byID[msg.FolderID]
 			msg.Folder = f
 			out[f] = append(out[f], msg)
 		}
