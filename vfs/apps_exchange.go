@@ -64,8 +64,20 @@ type exchangeDB struct {
 	mu    sync.Mutex                   // guards the fields below and every read of db (one ESE reader)
 	boxes map[string]*exchange.Mailbox // by directory name; nil until listed
 	order []string
-	trees map[string]*exchangeTree // by mailbox directory name
+	trees map[string]*exchangeTree  // by mailbox directory name
+	ahead map[string]*exchange.Item // messages loaded ahead of their reads, by path in the database
 }
+
+// Reading one message back costs a pass over the mailbox's message table
+// (the ESE reader cannot seek by key), so a read loads a batch: the
+// message asked for and those that follow it in its directory's listing,
+// which `ls -l`, a copy or a search go on to read. The batch is bounded in
+// messages and in the sizes the message table gives, and only the latest
+// batch is kept.
+const (
+	aheadBatch = 64
+	aheadBytes = 32 << 20
+)
 
 // exchangeTree is one mailbox laid out as directories and files.
 type exchangeTree struct {
@@ -74,7 +86,7 @@ type exchangeTree struct {
 }
 
 func newExchangeDB(p string, db *exchange.DB) *exchangeDB {
-	return &exchangeDB{path: p, db: db, trees: map[string]*exchangeTree{}}
+	return &exchangeDB{path: p, db: db, trees: map[string]*exchangeTree{}, ahead: map[string]*exchange.Item{}}
 }
 
 // Name is the file's base name without its extension.
@@ -175,20 +187,65 @@ func slicesClone(a []AppEntry) []AppEntry { return append([]AppEntry{}, a...) }
 func (e *exchangeDB) WriteFile(ctx context.Context, name string, w io.Writer) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	box, rest := splitBox(name)
-	t, err := e.tree(ctx, box)
-	var m *exchange.Message
-	if err == nil {
-		m = t.files[rest]
+	it := e.ahead[name]
+	if it == nil {
+		var err error
+		if it, err = e.load(ctx, name); err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return err
-	}
-	if m == nil {
-		return fmt.Errorf("%s: %w", name, ErrNotExist)
-	}
-	if err := m.WriteEML(ctx, w); err != nil {
+	delete(e.ahead, name)
+	if err := it.WriteEML(w); err != nil {
 		return fmt.Errorf("%s: %s: %w", e.path, name, err)
 	}
 	return nil
+}
+
+// load loads the message at name, and the batch that follows it into
+// ahead. Called with mu held.
+func (e *exchangeDB) load(ctx context.Context, name string) (*exchange.Item, error) {
+	box, rest := splitBox(name)
+	t, err := e.tree(ctx, box)
+	if err != nil {
+		return nil, err
+	}
+	if t.files[rest] == nil {
+		return nil, fmt.Errorf("%s: %w", name, ErrNotExist)
+	}
+	dir := path.Dir(rest)
+	if dir == "." {
+		dir = ""
+	}
+	want := map[int64]string{} // DocID → path in the database
+	var bytes int64
+	for _, ent := range t.dirs[dir] {
+		p := path.Join(dir, ent.Name)
+		m := t.files[p]
+		if m == nil || (p < rest && len(want) == 0) {
+			continue
+		}
+		if len(want) > 0 && (len(want) >= aheadBatch || bytes+m.Size > aheadBytes) {
+			break
+		}
+		want[m.DocID] = path.Join(box, p)
+		bytes += m.Size
+	}
+	var found *exchange.Item
+	e.ahead = map[string]*exchange.Item{}
+	err = e.boxes[box].Items(ctx, func(m *exchange.Message) bool { _, ok := want[m.DocID]; return ok }, func(it *exchange.Item) error {
+		p := want[it.DocID]
+		if p == name {
+			found = it
+			return nil
+		}
+		e.ahead[p] = it
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", e.path, name, err)
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%s: %s: the message is no longer in its mailbox's table", e.path, name)
+	}
+	return found, nil
 }

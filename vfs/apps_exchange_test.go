@@ -251,3 +251,62 @@ func TestExchangeViewInTree(t *testing.T) {
 		t.Error("no Inbox message checked")
 	}
 }
+
+// countingSource counts the scans of each table.
+type countingSource struct {
+	exchange.Source
+	scans map[string]int
+}
+
+func (c *countingSource) Rows(ctx context.Context, table string, fn func(exchange.Row) error) error {
+	c.scans[table]++
+	return c.Source.Rows(ctx, table, fn)
+}
+
+// Reading a folder's messages in listing order costs one pass over the
+// message table per batch, not one per message, and gives the same bytes
+// as reading each message alone.
+func TestExchangeViewReadsInBatches(t *testing.T) {
+	ctx := context.Background()
+	store := exchange.SampleStore()
+	const n = 150 // more than two batches
+	for i := range n {
+		store.Add("Message_102", map[string]any{"MailboxPartitionNumber": int64(102), "MessageDocumentId": int64(1000 + i),
+			"FolderId": exchange.SampleFolderID(9), "DateReceived": exchange.SampleT1.Add(time.Duration(i) * time.Minute),
+			"MessageClass": "IPM.Note", "Size": int64(2048), "NativeBody": []byte("message body"), "BodyType": int64(1)})
+	}
+	src := &countingSource{Source: store, scans: map[string]int{}}
+	db, err := vfs.NewExchangeDB(ctx, "/DB1.edb", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := db.ReadDir(ctx, "Bob Jones/Inbox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) < n {
+		t.Fatalf("%d entries in Bob Jones/Inbox, want at least %d", len(ents), n)
+	}
+	before := src.scans["Message_102"]
+	got := map[string][]byte{}
+	for _, e := range ents {
+		var b bytes.Buffer
+		if err := db.WriteFile(ctx, "Bob Jones/Inbox/"+e.Name, &b); err != nil {
+			t.Fatalf("%s: %v", e.Name, err)
+		}
+		got[e.Name] = b.Bytes()
+	}
+	if scans := src.scans["Message_102"] - before; scans > (len(ents)+63)/64 {
+		t.Errorf("reading %d messages scanned the message table %d times", len(ents), scans)
+	}
+	// Each message alone, out of order, reads the same.
+	for _, i := range []int{len(ents) - 1, 0, len(ents) / 2} {
+		var b bytes.Buffer
+		if err := db.WriteFile(ctx, "Bob Jones/Inbox/"+ents[i].Name, &b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b.Bytes(), got[ents[i].Name]) {
+			t.Errorf("%s: read alone differs from read in a batch", ents[i].Name)
+		}
+	}
+}

@@ -9,6 +9,10 @@ import (
 	"github.com/rewind-cdp/rewind/parsers/mapi"
 )
 
+// SampleFolderID is the FolderId of folder n of the sample store (folder 9
+// is mailbox 102's Inbox), for tests that add messages to it.
+func SampleFolderID(n byte) []byte { return fid(n) }
+
 func fid(n byte) []byte {
 	b := make([]byte, 26)
 	b[0], b[1] = 1, 0
