@@ -53,6 +53,21 @@ var openExchangeSource = func(ctx context.Context, src *source) (*exchange.DB, e
 	return exchange.Open(ctx, src, src.Size)
 }
 
+// openMailboxes opens the Exchange database named by the argument or the
+// point flags and selects the mailboxes key names (all when it is empty).
+func openMailboxes(ctx context.Context, a []string, pf *pointFileFlags, key string) (*exchange.DB, string, []*exchange.Mailbox, func(), error) {
+	db, name, closeFn, err := openExchange(ctx, a, pf)
+	if err != nil {
+		return nil, "", nil, nil, err
+	}
+	boxes, err := selectMailboxes(ctx, db, key)
+	if err != nil {
+		closeFn()
+		return nil, "", nil, nil, err
+	}
+	return db, name, boxes, closeFn, nil
+}
+
 // openExchange opens the Exchange database named by the argument or the
 // point flags.
 func openExchange(ctx context.Context, a []string, pf *pointFileFlags) (*exchange.DB, string, func(), error) {
@@ -182,15 +197,11 @@ of {"mailbox","mailbox_number","path","class","messages"}.`,
 		Args: args(cobra.MaximumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
-			db, name, closeFn, err := openExchange(ctx, a, &pf)
+			db, name, boxes, closeFn, err := openMailboxes(ctx, a, &pf, mailbox)
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			boxes, err := selectMailboxes(ctx, db, mailbox)
-			if err != nil {
-				return err
-			}
 			type folder struct {
 				Mailbox  string `json:"mailbox"`
 				Number   int64  `json:"mailbox_number"`
@@ -367,15 +378,11 @@ mailbox pick one message for 'rewind exchange export --id'.`,
 				return err
 			}
 			ctx := cmd.Context()
-			db, name, closeFn, err := openExchange(ctx, a, &pf)
+			db, name, boxes, closeFn, err := openMailboxes(ctx, a, &pf, f.mailbox)
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			boxes, err := selectMailboxes(ctx, db, f.mailbox)
-			if err != nil {
-				return err
-			}
 			type hit struct {
 				Mailbox     string `json:"mailbox"`
 				Number      int64  `json:"mailbox_number"`
@@ -478,15 +485,11 @@ with what could be read, and named in a warning.`,
 				return err
 			}
 			ctx := cmd.Context()
-			db, name, closeFn, err := openExchange(ctx, a, &pf)
+			db, name, boxes, closeFn, err := openMailboxes(ctx, a, &pf, f.mailbox)
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			boxes, err := selectMailboxes(ctx, db, f.mailbox)
-			if err != nil {
-				return err
-			}
 			var total int64
 			for _, b := range boxes {
 				total += b.MessageCount
