@@ -33,10 +33,53 @@ func newAgentCmd() *cobra.Command {
 	return c
 }
 
+// volumeFlags are what every protect command takes: the machine and
+// volume, and the spool.
+type volumeFlags struct {
+	machine, volume, spool string
+	spoolLimit, blockSize  int64
+}
+
+func (v *volumeFlags) add(c *cobra.Command, volumeHelp string) {
+	c.Flags().StringVar(&v.machine, "machine", "", "machine name (must match the token)")
+	c.Flags().StringVar(&v.volume, "volume", "", volumeHelp)
+	c.Flags().StringVar(&v.spool, "spool", "", "spool directory (default /var/lib/rewind/agent/MACHINE-VOLUME)")
+	c.Flags().Int64Var(&v.spoolLimit, "spool-limit", 1<<30, "largest the spool may grow, in bytes, while the server is unreachable")
+	c.Flags().Int64Var(&v.blockSize, "block-size", 0, "block size for a new volume (default 65536)")
+}
+
+// check refuses missing or malformed values, as usage errors.
+func (v *volumeFlags) check() error {
+	if v.machine == "" || v.volume == "" {
+		return usagef("--machine and --volume are required")
+	}
+	if err := ingest.ValidName(v.volume); err != nil {
+		return usageError{fmt.Errorf("volume %w", err)}
+	}
+	if v.blockSize != 0 {
+		if err := ingest.ValidBlockSize(v.blockSize); err != nil {
+			return usageError{err}
+		}
+	}
+	if v.spoolLimit < 1<<20 {
+		return usagef("--spool-limit must be at least 1 MiB")
+	}
+	return nil
+}
+
+// config is the agent's configuration for the volume, read from source.
+func (v *volumeFlags) config(client *ingest.Client, source string) agent.Config {
+	spool := v.spool
+	if spool == "" {
+		spool = agent.DefaultSpoolDir(v.machine, v.volume)
+	}
+	return agent.Config{Client: client, Machine: v.machine, Volume: v.volume, Source: source, BlockSize: v.blockSize, Spool: spool, SpoolLimit: v.spoolLimit}
+}
+
 func newAgentProtectCmd() *cobra.Command {
 	var cf clientFlags
-	var machine, volume, image, device, spoolDir, mount string
-	var spoolLimit, blockSize int64
+	var vf volumeFlags
+	var image, device, mount string
 	var scanInterval time.Duration
 	c := &cobra.Command{
 		Use:   "protect",
@@ -68,22 +111,11 @@ interval, and it needs neither root nor FUSE.`,
   rewind agent protect --token "$TOKEN" --machine old1 --volume sdc --device /dev/sdc --scan-interval 30s`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if machine == "" || volume == "" {
-				return usagef("--machine and --volume are required")
-			}
-			if err := ingest.ValidName(volume); err != nil {
-				return usageError{fmt.Errorf("volume %w", err)}
+			if err := vf.check(); err != nil {
+				return err
 			}
 			if (image == "") == (device == "") {
 				return usagef("give exactly one of --image FILE or --device DEV")
-			}
-			if blockSize != 0 {
-				if err := ingest.ValidBlockSize(blockSize); err != nil {
-					return usageError{err}
-				}
-			}
-			if spoolLimit < 1<<20 {
-				return usagef("--spool-limit must be at least 1 MiB")
 			}
 			if scanInterval != 0 && (scanInterval < time.Second || mount != "") {
 				return usagef("--scan-interval must be at least 1s, and does not go with --mount")
@@ -101,14 +133,9 @@ interval, and it needs neither root nor FUSE.`,
 			if err != nil {
 				return err
 			}
-			if spoolDir == "" {
-				spoolDir = agent.DefaultSpoolDir(machine, volume)
-			}
 			out := cmd.OutOrStdout()
-			cfg := agent.Config{
-				Client: client, Machine: machine, Volume: volume, Source: src, BlockSize: blockSize,
-				Spool: spoolDir, SpoolLimit: spoolLimit, Mount: mount,
-			}
+			cfg := vf.config(client, src)
+			cfg.Mount = mount
 			if scanInterval != 0 {
 				return agent.RunScan(cmd.Context(), cfg, scanInterval)
 			}
@@ -116,14 +143,10 @@ interval, and it needs neither root nor FUSE.`,
 		},
 	}
 	cf.add(c)
-	c.Flags().StringVar(&machine, "machine", "", "machine name (must match the token)")
-	c.Flags().StringVar(&volume, "volume", "", "volume name")
+	vf.add(c, "volume name")
 	c.Flags().StringVar(&image, "image", "", "protect this image file")
 	c.Flags().StringVar(&device, "device", "", "protect this block device")
-	c.Flags().StringVar(&spoolDir, "spool", "", "spool directory (default /var/lib/rewind/agent/MACHINE-VOLUME)")
-	c.Flags().Int64Var(&spoolLimit, "spool-limit", 1<<30, "largest the spool may grow, in bytes, while the server is unreachable")
 	c.Flags().StringVar(&mount, "mount", "", "mount the volume's filesystem here")
-	c.Flags().Int64Var(&blockSize, "block-size", 0, "block size for a new volume (default 65536)")
 	c.Flags().DurationVar(&scanInterval, "scan-interval", 0, "instead of the shim, compare the whole volume with the server every interval (e.g. 30s)")
 	return c
 }

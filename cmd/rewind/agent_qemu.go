@@ -10,13 +10,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewind-cdp/rewind/capture/agent"
-	"github.com/rewind-cdp/rewind/ingest"
 )
 
 func newAgentProtectQemuCmd() *cobra.Command {
 	var cf clientFlags
-	var machine, volume, qmpSock, node, qemuNBD, spoolDir string
-	var spoolLimit, blockSize int64
+	var vf volumeFlags
+	var qmpSock, node, qemuNBD string
 	var bitmapPeriod time.Duration
 	c := &cobra.Command{
 		Use:   "protect-qemu --qmp SOCKET --node NODE",
@@ -64,25 +63,14 @@ Needs neither root nor FUSE, only access to the two sockets.`,
   rewind agent status --spool /var/lib/rewind/agent/vm1-disk0`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if machine == "" || volume == "" {
-				return usagef("--machine and --volume are required")
-			}
-			if err := ingest.ValidName(volume); err != nil {
-				return usageError{fmt.Errorf("volume %w", err)}
+			if err := vf.check(); err != nil {
+				return err
 			}
 			if qmpSock == "" || node == "" {
 				return usagef("--qmp SOCKET and --node NODE are required")
 			}
-			if blockSize != 0 {
-				if err := ingest.ValidBlockSize(blockSize); err != nil {
-					return usageError{err}
-				}
-			}
 			if bitmapPeriod < time.Second {
 				return usagef("--bitmap-period must be at least 1s")
-			}
-			if spoolLimit < 1<<20 {
-				return usagef("--spool-limit must be at least 1 MiB")
 			}
 			if _, err := os.Stat(qmpSock); err != nil {
 				return fmt.Errorf("QMP socket: %w", err)
@@ -91,27 +79,17 @@ Needs neither root nor FUSE, only access to the two sockets.`,
 			if err != nil {
 				return err
 			}
-			if spoolDir == "" {
-				spoolDir = agent.DefaultSpoolDir(machine, volume)
-			}
 			out := cmd.OutOrStdout()
-			cfg := agent.Config{
-				Client: client, Machine: machine, Volume: volume, Source: "qemu:" + node, BlockSize: blockSize,
-				Spool: spoolDir, SpoolLimit: spoolLimit,
-			}
+			cfg := vf.config(client, "qemu:"+node)
 			q := agent.QemuConfig{QMP: qmpSock, Node: node, QemuNBD: qemuNBD, BitmapPeriod: bitmapPeriod}
 			return agent.RunQemu(cmd.Context(), cfg, q, func(target string) { fmt.Fprintln(out, target) })
 		},
 	}
 	cf.add(c)
-	c.Flags().StringVar(&machine, "machine", "", "machine name (must match the token)")
-	c.Flags().StringVar(&volume, "volume", "", "volume name")
+	vf.add(c, "volume name")
 	c.Flags().StringVar(&qmpSock, "qmp", "", "QEMU's QMP unix socket")
 	c.Flags().StringVar(&node, "node", "", "block node name of the disk to protect")
 	c.Flags().StringVar(&qemuNBD, "qemu-nbd", "", "unix socket of the NBD server QEMU already runs (default: the agent starts one)")
-	c.Flags().StringVar(&spoolDir, "spool", "", "spool directory (default /var/lib/rewind/agent/MACHINE-VOLUME)")
-	c.Flags().Int64Var(&spoolLimit, "spool-limit", 1<<30, "largest the spool may grow, in bytes, while the server is unreachable")
-	c.Flags().Int64Var(&blockSize, "block-size", 0, "block size for a new volume (default 65536)")
 	c.Flags().DurationVar(&bitmapPeriod, "bitmap-period", 10*time.Minute, "renew the dirty bitmap this often")
 	return c
 }

@@ -9,13 +9,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rewind-cdp/rewind/capture/agent"
-	"github.com/rewind-cdp/rewind/ingest"
 )
 
 func newAgentProtectDirCmd() *cobra.Command {
 	var cf clientFlags
-	var machine, volume, data, mount, spoolDir string
-	var spoolLimit, blockSize int64
+	var vf volumeFlags
+	var data, mount string
 	c := &cobra.Command{
 		Use:   "protect-dir",
 		Short: "Protect one directory through the directory shim (Linux, root)",
@@ -52,22 +51,11 @@ Restore with rewind restore --to-dir; a directory volume is never a disk image.`
   rewind restore --machine db1 --volume pgdata --at -15m --to-dir /tmp/pgdata`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if machine == "" || volume == "" {
-				return usagef("--machine and --volume are required")
-			}
-			if err := ingest.ValidName(volume); err != nil {
-				return usageError{fmt.Errorf("volume %w", err)}
+			if err := vf.check(); err != nil {
+				return err
 			}
 			if data == "" || mount == "" {
 				return usagef("--dir DATA and --mount MNT are required")
-			}
-			if blockSize != 0 {
-				if err := ingest.ValidBlockSize(blockSize); err != nil {
-					return usageError{err}
-				}
-			}
-			if spoolLimit < 1<<20 {
-				return usagef("--spool-limit must be at least 1 MiB")
 			}
 			if st, err := os.Stat(data); err != nil || !st.IsDir() {
 				return usagef("--dir %s is not a directory", data)
@@ -79,24 +67,15 @@ Restore with rewind restore --to-dir; a directory volume is never a disk image.`
 			if err != nil {
 				return err
 			}
-			if spoolDir == "" {
-				spoolDir = agent.DefaultSpoolDir(machine, volume)
-			}
 			out := cmd.OutOrStdout()
-			cfg := agent.Config{
-				Client: client, Machine: machine, Volume: volume, Source: data, BlockSize: blockSize,
-				Spool: spoolDir, SpoolLimit: spoolLimit, Mount: mount,
-			}
+			cfg := vf.config(client, data)
+			cfg.Mount = mount
 			return agent.RunDir(cmd.Context(), cfg, func() { fmt.Fprintln(out, mount) })
 		},
 	}
 	cf.add(c)
-	c.Flags().StringVar(&machine, "machine", "", "machine name (must match the token)")
-	c.Flags().StringVar(&volume, "volume", "", "volume name (a new name: a directory volume is never a disk)")
+	vf.add(c, "volume name (a new name: a directory volume is never a disk)")
 	c.Flags().StringVar(&data, "dir", "", "the data directory to protect")
 	c.Flags().StringVar(&mount, "mount", "", "where to serve it (created if missing; must be outside --dir)")
-	c.Flags().StringVar(&spoolDir, "spool", "", "spool directory (default /var/lib/rewind/agent/MACHINE-VOLUME)")
-	c.Flags().Int64Var(&spoolLimit, "spool-limit", 1<<30, "largest the spool may grow, in bytes, while the server is unreachable")
-	c.Flags().Int64Var(&blockSize, "block-size", 0, "block size for a new volume (default 65536)")
 	return c
 }
