@@ -27,11 +27,12 @@ import (
 
 // Client talks to a backup server on behalf of one machine.
 type Client struct {
-	base  string
-	token string
-	hc    *http.Client
-	sent  atomic.Int64
-	limit *rateLimiter // SetBandwidth
+	base   string
+	token  string
+	hc     *http.Client
+	tlsCfg *tls.Config // for push streams (see push.go)
+	sent   atomic.Int64
+	limit  *rateLimiter // SetBandwidth
 
 	mu     sync.Mutex
 	codecs map[uint8]*pack.Codec // by the compression they write
@@ -49,7 +50,7 @@ func NewClient(serverURL, token string, tlsCfg *tls.Config) (*Client, error) {
 		TLSHandshakeTimeout: 15 * time.Second,
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
 	}
-	return &Client{base: strings.TrimRight(serverURL, "/"), token: token, hc: &http.Client{Transport: tr}, codecs: map[uint8]*pack.Codec{}}, nil
+	return &Client{base: strings.TrimRight(serverURL, "/"), token: token, hc: &http.Client{Transport: tr}, tlsCfg: tlsCfg, codecs: map[uint8]*pack.Codec{}}, nil
 }
 
 // codec returns the codec blocks of a session are compressed with: the
@@ -269,16 +270,32 @@ func (c *Client) attempt(ctx context.Context, opt BackupOptions, res *BackupResu
 		go func() {
 			defer wg.Done()
 			var w batchWork
+			var ps *pushConn
+			defer func() {
+				if ps != nil {
+					ps.close()
+				}
+			}()
 			for first := range firsts {
 				var n batchCount
 				var err error
-				if pushing.Load() {
+				if pushing.Load() && ps == nil {
+					ps, err = c.openPush(ctx, up.session)
+					var se *ServerError
+					if errors.As(err, &se) && (se.Status == http.StatusUpgradeRequired || se.Status == http.StatusMethodNotAllowed) {
+						// Something on the way does not pass the upgrade.
+						slog.Warn("pushing blocks is not possible; offering them instead", "err", err)
+						pushing.Store(false)
+						err = nil
+					}
+				}
+				if err == nil && pushing.Load() {
 					var ans pushAnswer
-					n, ans, err = c.pushBatch(ctx, up, opt, bs, first, min(first+per, nblocks), &w)
+					n, ans, err = c.pushBatch(ctx, ps, up, opt, bs, first, min(first+per, nblocks), &w)
 					if ans.Known*pushKnownLimit > ans.Blocks {
 						pushing.Store(false)
 					}
-				} else {
+				} else if err == nil {
 					n, err = c.sendBatch(ctx, up, opt, bs, first, min(first+per, nblocks), &w)
 				}
 				if err != nil {

@@ -11,9 +11,9 @@
 //	                               answer: the indices of blocks to send
 //	POST /v1/sessions/{id}/blocks  binary blocks: (index, hash, compression,
 //	                               lengths, stored bytes) for each asked block
-//	POST /v1/sessions/{id}/push    binary: a range of blocks sent compressed
-//	                               without offering (see push.go); answer:
-//	                               JSON pushAnswer
+//	GET  /v1/sessions/{id}/push-stream  upgrades to a stream of pushes: ranges
+//	                               of blocks sent compressed without offering
+//	                               (see push.go)
 //	POST /v1/sessions/{id}/commit  JSON commitRequest → commitResponse, once the
 //	                               point is durable
 package ingest

@@ -16,7 +16,7 @@ import (
 )
 
 // countingTransport counts a client's requests by the last element of
-// their path (push, offer, blocks, ...).
+// their path (offer, blocks, ...). Push streams do not go through it.
 type countingTransport struct {
 	rt http.RoundTripper
 	mu sync.Mutex
@@ -77,7 +77,11 @@ func TestPushFirstBackupThenOffers(t *testing.T) {
 		if !bytes.Equal(readPoint(t, repo, res.Point.ID, len(img)), img) {
 			t.Fatalf("%s: the point does not read back exactly", machine)
 		}
-		return res, ct.take()
+		n := ct.take()
+		// Every batch is pushed or offered: the pushes are the batches not
+		// offered.
+		n["push"] = (len(img)+4<<20-1)/(4<<20) - n["offer"]
+		return res, n
 	}
 	tokA, tokB := addMachine(t, repo, "a"), addMachine(t, repo, "b")
 
@@ -153,12 +157,30 @@ func TestPushRefusesBadBodies(t *testing.T) {
 		"undecodable block":       body(0, 1, sentBlock{Blk: 0, Entry: pack.Entry{Compression: pack.CompressionS2, ULen: bs}, Stored: data[:50]}),
 		"truncated block":         body(0, 1, raw(0, data))[:200],
 	}
+	push := func(body []byte) error {
+		ps, err := c.openPush(ctx, br.Session)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ps.close()
+		_, err = ps.push(append([]byte{0, 0, 0, 0}, body...))
+		return err
+	}
 	for name, b := range bad {
-		_, err := c.post(ctx, "/v1/sessions/"+br.Session+"/push", "application/octet-stream", b)
+		err := push(b)
 		var se *ServerError
 		if !errors.As(err, &se) || se.Status != http.StatusBadRequest {
 			t.Errorf("%s: %v, want a 400 refusal", name, err)
 		}
+	}
+	// A push stream is an upgraded HTTP/1.1 connection; any other request
+	// for one is refused, and the client would fall back to offers.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/sessions/"+br.Session+"/push-stream", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if resp, err := c.hc.Do(req); err != nil || resp.StatusCode != http.StatusUpgradeRequired {
+		t.Errorf("push-stream over HTTP/2: %v %v, want 426", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	if st, _ := repo.Catalog.Stats(ctx); st.Chunks != 0 {
 		t.Errorf("refused pushes stored %d chunks", st.Chunks)
@@ -168,7 +190,7 @@ func TestPushRefusesBadBodies(t *testing.T) {
 	}
 	// A good push of the whole volume commits and reads back.
 	zero := sentBlock{Blk: 2}
-	if _, err := c.post(ctx, "/v1/sessions/"+br.Session+"/push", "application/octet-stream", body(0, 4, raw(0, data), raw(1, data), zero, raw(3, data))); err != nil {
+	if err := push(body(0, 4, raw(0, data), raw(1, data), zero, raw(3, data))); err != nil {
 		t.Fatal(err)
 	}
 	cr, err := c.commit(ctx, br.Session)

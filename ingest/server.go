@@ -35,9 +35,12 @@ type Server struct {
 	repo  *repository.Repo
 	store *repository.Store
 
-	mu       sync.Mutex
-	sessions map[string]*session
-	byVolume map[int64]*session
+	mu        sync.Mutex
+	sessions  map[string]*session
+	byVolume  map[int64]*session
+	conns     map[net.Conn]struct{} // push streams (see push.go)
+	connsDone sync.WaitGroup
+	closing   bool
 }
 
 // NewServer recovers the repository after any unclean stop and returns a
@@ -47,11 +50,21 @@ func NewServer(ctx context.Context, repo *repository.Repo) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{repo: repo, store: store, sessions: map[string]*session{}, byVolume: map[int64]*session{}}, nil
+	return &Server{repo: repo, store: store, sessions: map[string]*session{}, byVolume: map[int64]*session{}, conns: map[net.Conn]struct{}{}}, nil
 }
 
-// Close seals the open pack.
-func (s *Server) Close(ctx context.Context) error { return s.store.Close(ctx) }
+// Close ends the push streams (which the HTTP server does not track) and
+// seals the open pack.
+func (s *Server) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.connsDone.Wait()
+	return s.store.Close(ctx)
+}
 
 // Handler returns the HTTP handler of the protocol.
 func (s *Server) Handler() http.Handler {
@@ -59,7 +72,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sessions", s.auth(s.begin))
 	mux.HandleFunc("POST /v1/sessions/{id}/offer", s.auth(s.withSession(s.offer)))
 	mux.HandleFunc("POST /v1/sessions/{id}/blocks", s.auth(s.withSession(s.blocks)))
-	mux.HandleFunc("POST /v1/sessions/{id}/push", s.auth(s.withSession(s.push)))
+	mux.HandleFunc("GET /v1/sessions/{id}/push-stream", s.auth(s.withSession(s.pushStream)))
 	mux.HandleFunc("POST /v1/sessions/{id}/commit", s.auth(s.withSession(s.commit)))
 	mux.HandleFunc("POST /v1/sessions/{id}/writes", s.auth(s.withSession(s.writes)))
 	mux.HandleFunc("POST /v1/replica/state", s.auth(s.replicaState))
