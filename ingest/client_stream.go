@@ -13,6 +13,7 @@ import (
 // Stream is a continuous-capture session of one volume.
 type Stream struct {
 	c         *Client
+	body      []byte // the last writes request, reused once answered
 	session   string
 	up        upload
 	machine   string
@@ -134,14 +135,29 @@ type WritesResult struct {
 // Send ships journal records, in order. A record of kind Cut asks for a
 // crash-consistent point including everything up to its Seq.
 func (st *Stream) Send(ctx context.Context, recs []StreamRecord) (WritesResult, error) {
-	var body []byte
+	// The body is sized once: growing a request of many megabytes by
+	// appending copied it over and over, in copies the garbage collector
+	// had to wait for.
+	size := 0
+	for _, r := range recs {
+		size += recordHeaderSize
+		if r.Kind == recWrite || r.Kind == recBookmark {
+			size += len(r.Data)
+		}
+	}
+	if cap(st.body) < size {
+		st.body = make([]byte, 0, size)
+	}
+	body := st.body[:0]
 	for _, r := range recs {
 		body = appendRecord(body, r)
 	}
 	b, err := st.c.post(ctx, "/v1/sessions/"+st.session+"/writes", "application/octet-stream", body)
 	if err != nil {
+		st.body = nil // the transport may still hold it
 		return WritesResult{}, err
 	}
+	st.body = body[:0] // the server answered only after reading it all
 	var wr writesResponse
 	if err := json.Unmarshal(b, &wr); err != nil {
 		return WritesResult{}, fmt.Errorf("answer to writes: %w", err)
