@@ -302,7 +302,11 @@ func (c *Client) openPush(ctx context.Context, session string) (*pushConn, error
 	}
 	cfg.NextProtos = []string{"http/1.1"}
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: cfg}
-	conn, err := d.DialContext(ctx, "tcp", u.Host)
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "443")
+	}
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
