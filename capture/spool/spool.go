@@ -37,6 +37,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rewind-cdp/rewind/repository/directio"
 	"golang.org/x/sys/unix"
 )
 
@@ -94,6 +95,11 @@ type segment struct {
 	first uint64 // seq of its first record
 	path  string
 	size  int64
+	// out is set for a segment this process appended to: its records are
+	// read through out, which holds those not yet written out. f, its
+	// file, stays open until the segment is retired.
+	f   *os.File
+	out *directio.Appender
 }
 
 // Spool is an open journal. Append and Sync are safe to call from many
@@ -107,12 +113,12 @@ type Spool struct {
 	segSize int64
 
 	mu    sync.Mutex
-	segs  []segment // oldest first; the last is being appended to
-	cur   *os.File  // the last segment, once it is appended to
-	next  uint64    // seq of the next record
-	size  int64     // bytes of records in all segments
-	buf   []byte
-	err   error // sticky write error
+	segs  []segment          // oldest first; the last is being appended to
+	cur   *os.File           // the last segment, once it is appended to
+	out   *directio.Appender // appends to cur
+	next  uint64             // seq of the next record
+	size  int64              // bytes of records in all segments
+	err   error              // sticky write error
 	acked uint64
 	// durable: every record with a smaller seq is on disk.
 	durable uint64
@@ -204,12 +210,12 @@ func Open(dir string, limit int64) (*Spool, error) {
 			// An empty segment is appended to from its start, so nothing
 			// from before may remain in it (a later record of the same
 			// numbering could be read after a new, shorter one).
-			f, err := os.OpenFile(last.path, os.O_WRONLY|os.O_TRUNC, 0)
+			f, err := os.OpenFile(last.path, os.O_RDWR|os.O_TRUNC, 0)
 			if err != nil {
 				return nil, fmt.Errorf("spool: %w", err)
 			}
 			s.preallocate(f)
-			s.cur = f
+			s.startAppending(f, &s.segs[len(s.segs)-1])
 		}
 	}
 	s.durable = s.next
@@ -328,15 +334,11 @@ func (s *Spool) Append(kind Kind, t time.Time, off, length int64, data []byte) (
 	if kind == Write || kind == Bookmark {
 		r.Length = int64(len(data))
 	}
-	if cap(s.buf) < int(need) {
-		s.buf = make([]byte, need)
-	}
-	b := s.buf[:need]
-	encodeHeader(b, r)
-	copy(b[headerSize:], data)
-	binary.LittleEndian.PutUint32(b[36:], crc32.Update(crc32.Checksum(b[:36], castagnoli), castagnoli, data))
+	var hdr [headerSize]byte
+	encodeHeader(hdr[:], r)
+	binary.LittleEndian.PutUint32(hdr[36:], crc32.Update(crc32.Checksum(hdr[:36], castagnoli), castagnoli, data))
 	last := &s.segs[len(s.segs)-1]
-	if _, err := s.cur.WriteAt(b, last.size); err != nil {
+	if _, err := s.out.Append(hdr[:], data); err != nil {
 		s.err = fmt.Errorf("spool: append to %s at %d: %w", last.path, last.size, err)
 		return 0, s.err
 	}
@@ -350,15 +352,14 @@ func (s *Spool) Append(kind Kind, t time.Time, off, length int64, data []byte) (
 // with mu held.
 func (s *Spool) rotate() error {
 	if s.cur != nil {
-		if err := fdatasync(s.cur); err != nil {
+		if err := s.syncCurrent(); err != nil {
 			return fmt.Errorf("spool: sync segment: %w", err)
 		}
-		s.cur.Close()
-		s.cur = nil
+		s.cur, s.out = nil, nil // left open for reading until retired
 		s.durable = max(s.durable, s.next)
 	}
 	p := filepath.Join(s.dir, fmt.Sprintf("seg-%016x.log", s.next))
-	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	flags := os.O_CREATE | os.O_RDWR | os.O_TRUNC
 	if n := len(s.free); n > 0 {
 		// Its records all have smaller seqs than s.next: none of them
 		// can be read as one of the new segment's.
@@ -366,7 +367,7 @@ func (s *Spool) rotate() error {
 			return fmt.Errorf("spool: reuse segment: %w", err)
 		}
 		s.free = s.free[:n-1]
-		flags = os.O_WRONLY
+		flags = os.O_RDWR
 	}
 	f, err := os.OpenFile(p, flags, 0o600)
 	if err != nil {
@@ -377,9 +378,28 @@ func (s *Spool) rotate() error {
 		d.Sync()
 		d.Close()
 	}
-	s.cur = f
 	s.segs = append(s.segs, segment{first: s.next, path: p})
+	s.startAppending(f, &s.segs[len(s.segs)-1])
 	return nil
+}
+
+// startAppending makes f, the file of seg (the last segment, empty), the
+// one appended to. Records go out in runs written around the page cache
+// (package directio): they are read back once, soon, by the shipper, which
+// finds the newest still in memory, and copying them into the page cache
+// costs a protected volume's writes more than writing them to disk
+// directly. Called with mu held.
+func (s *Spool) startAppending(f *os.File, seg *segment) {
+	s.cur, s.out = f, directio.NewAppender(f, seg.path, 0, true)
+	seg.f, seg.out = s.cur, s.out
+}
+
+// syncCurrent makes every record appended to the current segment durable.
+func (s *Spool) syncCurrent() error {
+	if err := s.out.Flush(); err != nil {
+		return err
+	}
+	return fdatasync(s.cur)
 }
 
 // preallocate gives a segment file its blocks up front, so that appending
@@ -399,6 +419,10 @@ func (s *Spool) preallocate(f *os.File) {
 // retire drops a segment file whose records are all acknowledged, keeping
 // up to keepFree of them for reuse. Called with mu held.
 func (s *Spool) retire(seg segment) error {
+	if seg.f != nil {
+		seg.out.Close()
+		seg.f.Close()
+	}
 	if len(s.free) < keepFree {
 		p := filepath.Join(s.dir, fmt.Sprintf("free-%016x.log", seg.first))
 		if err := os.Rename(seg.path, p); err == nil {
@@ -451,10 +475,13 @@ func (s *Spool) Sync() error {
 		s.mu.Unlock()
 		return err
 	}
-	f, upto := s.cur, s.next
+	f, out, upto := s.cur, s.out, s.next
 	s.mu.Unlock()
 	// Appends go on meanwhile; this covers those before upto.
-	err = fdatasync(f)
+	err = out.Flush()
+	if err == nil {
+		err = fdatasync(f)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -536,10 +563,7 @@ func (s *Spool) Reset() error {
 	if n := len(old); n > 0 && old[n-1].size == 0 && s.cur != nil {
 		s.segs, old = old[n-1:], old[:n-1] // it is there already
 	} else {
-		if s.cur != nil {
-			s.cur.Close()
-			s.cur = nil
-		}
+		s.cur, s.out = nil, nil // closed as the old segments are retired
 		if err := s.rotate(); err != nil {
 			s.err = err
 			return err
@@ -601,31 +625,36 @@ func (c *Cursor) Next(maxBytes int64) ([]Record, error) {
 		if seg.path != c.path {
 			c.path, c.off = seg.path, 0
 		}
-		f, err := os.Open(seg.path)
-		if err != nil {
-			return nil, fmt.Errorf("spool: read: %w", err)
+		var f io.ReaderAt = seg.out
+		closeFile := func() {}
+		if seg.out == nil {
+			file, err := os.Open(seg.path)
+			if err != nil {
+				return nil, fmt.Errorf("spool: read: %w", err)
+			}
+			f, closeFile = file, func() { file.Close() }
 		}
 		var hdr [headerSize]byte
 		for c.off+headerSize <= seg.size {
 			if _, err := f.ReadAt(hdr[:], c.off); err != nil {
-				f.Close()
+				closeFile()
 				return nil, fmt.Errorf("spool: read %s at %d: %w", seg.path, c.off, err)
 			}
 			r, dlen, ok := decodeHeader(hdr[:])
 			if !ok || c.off+headerSize+dlen > seg.size {
-				f.Close()
+				closeFile()
 				return nil, fmt.Errorf("spool: damaged record in %s at offset %d", seg.path, c.off)
 			}
 			if r.Seq >= c.from {
 				if dlen > 0 {
 					r.Data = make([]byte, dlen)
 					if _, err := f.ReadAt(r.Data, c.off+headerSize); err != nil && err != io.EOF {
-						f.Close()
+						closeFile()
 						return nil, err
 					}
 				}
 				if !checkCRC(hdr[:], r.Data) {
-					f.Close()
+					closeFile()
 					return nil, fmt.Errorf("spool: checksum mismatch in %s at offset %d", seg.path, c.off)
 				}
 				out = append(out, r)
@@ -634,11 +663,11 @@ func (c *Cursor) Next(maxBytes int64) ([]Record, error) {
 			}
 			c.off += headerSize + dlen
 			if total >= maxBytes {
-				f.Close()
+				closeFile()
 				return out, nil
 			}
 		}
-		f.Close()
+		closeFile()
 	}
 	return out, nil
 }
@@ -647,14 +676,19 @@ func (c *Cursor) Next(maxBytes int64) ([]Record, error) {
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cur == nil {
-		return s.err
+	var err error
+	if s.cur != nil {
+		if err = s.syncCurrent(); err == nil {
+			s.durable = max(s.durable, s.next)
+		}
+		s.cur, s.out = nil, nil
 	}
-	err := fdatasync(s.cur)
-	s.cur.Close()
-	s.cur = nil
-	if err == nil {
-		s.durable = max(s.durable, s.next)
+	for i, seg := range s.segs {
+		if seg.f != nil {
+			seg.out.Close()
+			seg.f.Close()
+			s.segs[i].f, s.segs[i].out = nil, nil
+		}
 	}
 	if s.err != nil {
 		return s.err

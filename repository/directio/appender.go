@@ -1,0 +1,234 @@
+package directio
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+)
+
+// RunSize is the size of the runs an Appender writes in, and inFlight how
+// many it writes at once (a disk does more with several writes under way).
+const (
+	RunSize  = 1 << 20
+	inFlight = 4
+)
+
+// run is a write under way.
+type run struct {
+	b    []byte
+	off  int64
+	done chan error
+}
+
+// Appender appends to a file. Appends are gathered in memory and written
+// in runs of about RunSize bytes, each in the background while the next
+// one fills. Whole pages of a run go through a second descriptor opened
+// with O_DIRECT where the file system allows it. What is left, less than a
+// page, goes through the page cache at a Flush and stays in memory; the
+// rest of that page follows it through the page cache with the next run,
+// so no page is written both ways (a direct write over a page a reader
+// holds in the cache could leave that reader's copy stale).
+//
+// Its first write error is sticky: every later call returns it. It is
+// safe for concurrent use.
+type Appender struct {
+	f    *os.File  // through the page cache
+	w    *WriterAt // whole pages directly, where allowed
+	name string
+	size atomic.Int64 // bytes appended, from the file's start
+
+	mu      sync.Mutex // the fields below
+	buf     []byte     // the bytes from bufOff to size, not yet written whole
+	bufOff  int64      // file offset of buf[0]
+	cached  int64      // pages below this offset went through the page cache
+	running []run      // runs being written in the background, oldest first
+	spare   [][]byte   // empty buffers to fill next
+	err     error
+}
+
+// NewAppender appends to f, whose file is at path and holds off bytes that
+// stay. With direct, whole pages go directly where the file system allows
+// it (off must then be page-aligned for them to).
+func NewAppender(f *os.File, path string, off int64, direct bool) *Appender {
+	a := &Appender{f: f, w: &WriterAt{f: f}, name: path, bufOff: off, cached: off, buf: AlignedBuf(RunSize)}
+	a.size.Store(off)
+	if direct && off%Align == 0 {
+		a.w = NewWriterAt(f, path)
+	}
+	return a
+}
+
+// Size is the file's size once everything appended is written.
+func (a *Appender) Size() int64 { return a.size.Load() }
+
+// Append appends the parts, in order, and returns the offset of the
+// first. They are in the file only after a Flush (or once later appends
+// pushed them out), but ReadAt sees them at once.
+func (a *Appender) Append(parts ...[]byte) (int64, error) {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.err != nil {
+		return 0, a.err
+	}
+	if len(a.buf)+n > cap(a.buf) {
+		a.writeOut(false)
+		if a.err != nil {
+			return 0, a.err
+		}
+		if len(a.buf)+n > cap(a.buf) {
+			nb := AlignedBuf((len(a.buf) + n + RunSize) / Align * Align)
+			a.buf = append(nb, a.buf...)
+		}
+	}
+	off := a.bufOff + int64(len(a.buf))
+	for _, p := range parts {
+		a.buf = append(a.buf, p...)
+	}
+	a.size.Add(int64(n))
+	return off, nil
+}
+
+// Flush writes everything appended so far to the file (it does not sync).
+func (a *Appender) Flush() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.writeOut(true)
+	return a.err
+}
+
+// ReadAt reads what was appended at off, whether or not it is in the file
+// yet.
+func (a *Appender) ReadAt(p []byte, off int64) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	got := 0
+	for got < len(p) {
+		at := off + int64(got)
+		var src []byte
+		switch {
+		case at >= a.bufOff:
+			if i := at - a.bufOff; i < int64(len(a.buf)) {
+				src = a.buf[i:]
+			}
+		case a.runAt(at) != nil:
+			r := a.runAt(at)
+			src = r.b[at-r.off:]
+		default:
+			// In the file: up to where memory takes over.
+			end := a.bufOff
+			for _, r := range a.running {
+				if r.off > at {
+					end = min(end, r.off)
+				}
+			}
+			n, err := a.f.ReadAt(p[got:min(len(p), got+int(end-at))], at)
+			got += n
+			if err != nil {
+				return got, fmt.Errorf("read %s at offset %d: %w", a.name, at+int64(n), err)
+			}
+			continue
+		}
+		if len(src) == 0 {
+			return got, fmt.Errorf("read %s at offset %d: past the %d bytes appended", a.name, at, a.Size())
+		}
+		got += copy(p[got:], src)
+	}
+	return got, nil
+}
+
+// Close flushes and closes the direct descriptor (not the file).
+func (a *Appender) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.writeOut(true)
+	a.w.Close()
+	return a.err
+}
+
+// runAt returns the run under way that holds offset at, if any. Called
+// with mu held.
+func (a *Appender) runAt(at int64) *run {
+	for i, r := range a.running {
+		if at >= r.off && at < r.off+int64(len(r.b)) {
+			return &a.running[i]
+		}
+	}
+	return nil
+}
+
+// writeOut writes the buffer's whole pages (all of it when direct writes
+// are off) and moves the rest to the start of the other buffer. Without
+// all, the write goes on in the background while Append fills the other
+// buffer; with all, writeOut waits for it and then writes the rest too,
+// through the page cache. Called with mu held. Failures go to the sticky
+// error.
+func (a *Appender) writeOut(all bool) {
+	for len(a.running) >= inFlight {
+		a.waitOldest()
+	}
+	if a.err != nil {
+		return
+	}
+	direct := a.w.direct.Load() != nil
+	if n := len(a.buf); n > 0 && (!direct || n >= Align) {
+		if direct {
+			n = n / Align * Align
+		}
+		b, off, head := a.buf[:n], a.bufOff, int(min(int64(n), max(0, a.cached-a.bufOff)))
+		var next []byte
+		if k := len(a.spare); k > 0 {
+			next, a.spare = a.spare[k-1], a.spare[:k-1]
+		} else {
+			next = AlignedBuf(RunSize)
+		}
+		a.buf = next[:copy(next[:len(a.buf)-n], a.buf[n:])]
+		a.bufOff += int64(n)
+		r := run{b: b, off: off, done: make(chan error, 1)}
+		a.running = append(a.running, r)
+		go func() { r.done <- a.writeAt(r.b, r.off, head) }()
+	}
+	if all {
+		for len(a.running) > 0 {
+			a.waitOldest()
+		}
+	}
+	if all && a.err == nil && len(a.buf) > 0 {
+		if _, err := a.f.WriteAt(a.buf, a.bufOff); err != nil {
+			a.err = fmt.Errorf("write %s at offset %d: %w", a.name, a.bufOff, err)
+		}
+		a.cached = a.bufOff + Align
+	}
+}
+
+// waitOldest waits for the oldest run under way and takes its buffer back
+// as a spare. Called with mu held.
+func (a *Appender) waitOldest() {
+	r := a.running[0]
+	if err := <-r.done; err != nil && a.err == nil {
+		a.err = err
+	}
+	a.running = a.running[1:]
+	if cap(r.b) == RunSize {
+		a.spare = append(a.spare, r.b[:0])
+	}
+}
+
+// writeAt writes b at off: its first head bytes (whole pages) through the
+// page cache, the rest directly where allowed. It runs without mu, beside
+// Append and other runs.
+func (a *Appender) writeAt(b []byte, off int64, head int) error {
+	if head > 0 {
+		if _, err := a.f.WriteAt(b[:head], off); err != nil {
+			return fmt.Errorf("write %s at offset %d: %w", a.name, off, err)
+		}
+	}
+	if _, err := a.w.WriteAt(b[head:], off+int64(head)); err != nil {
+		return fmt.Errorf("write %s at offset %d: %w", a.name, off+int64(head), err)
+	}
+	return nil
+}
