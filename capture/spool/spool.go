@@ -23,6 +23,11 @@
 // fdatasync of a flush writes the records and nothing else. Old records
 // left in a reused file have smaller seqs than its new name, so they are
 // never taken for new ones. Concurrent flushes share one fdatasync.
+//
+// Records are appended around the page cache (directio.Appender): they
+// reach the file in runs, or at the next flush, and readers of the
+// segment being appended find the newest in memory. Records not yet
+// written out are lost with the process; none of them was flushed.
 package spool
 
 import (

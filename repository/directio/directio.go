@@ -1,9 +1,10 @@
 // Package directio writes files around the page cache (O_DIRECT): data
-// written once and not read back soon, such as pack files and restored
-// volumes, costs a copy into the page cache and, on a virtual machine
-// whose memory is not yet touched, page faults several times dearer than
-// the copy. It gives page-aligned buffers and a file writer that sends
-// aligned writes directly and the rest through the page cache.
+// written once and not read back soon (pack files, restored volumes, the
+// capture spool) costs a copy into the page cache and, on a virtual
+// machine whose memory is not yet touched, page faults several times
+// dearer than the copy. It gives page-aligned buffers, a file writer that
+// sends aligned writes directly and the rest through the page cache, and
+// an Appender that gathers appends into runs written that way.
 package directio
 
 import (
