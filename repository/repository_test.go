@@ -335,6 +335,35 @@ func TestPutAbsentNeverDuplicates(t *testing.T) {
 	if has, _, err := st.HasMany(ctx, []pack.Hash{e1.Hash, e2.Hash, e3.Hash, {9}}); err != nil || !has[0] || !has[1] || !has[2] || has[3] {
 		t.Fatalf("HasMany after storing: %v %v", has, err)
 	}
+	// e4 is indexed by a Commit followed by more Commits than the store
+	// remembers (it asks the catalog); e5 is never stored by anybody.
+	e4, s4 := block(4)
+	e5, s5 := block(5)
+	if err := st.Put(ctx, e4, s4); err != nil {
+		t.Fatal(err)
+	}
+	for i := range leftCommits + 1 {
+		e, stored := block(byte(10 + i))
+		if err := st.Put(ctx, e, stored); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Commit(ctx, catalog.Batch{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size = st.cur.Size()
+	if err := st.PutAbsent(ctx, e4, s4, abs); err != nil {
+		t.Fatal(err)
+	}
+	if st.cur.Size() != size {
+		t.Fatal("PutAbsent appended a block indexed many Commits before")
+	}
+	if err := st.PutAbsent(ctx, e5, s5, abs); err != nil {
+		t.Fatal(err)
+	}
+	if st.cur.Size() == size {
+		t.Fatal("PutAbsent did not store a block nobody had stored")
+	}
 }
 
 // Puts from many goroutines fill packs that are sealed outside the store's

@@ -26,6 +26,12 @@ type Store struct {
 	curID     int64
 	pending   map[pack.Hash]catalog.NewChunk // appended, not yet indexed
 	indexed   uint64                         // how many Commits indexed chunks
+	// left holds the chunks the last leftCommits of those Commits took out
+	// of pending, by the value of indexed each made (leftBy lists them by
+	// Commit): PutAbsent finds there a block stored since its Absence
+	// without asking the catalog.
+	left      map[pack.Hash]uint64
+	leftBy    [leftCommits][]pack.Hash
 	unindexed []catalog.NewChunk
 	states    []catalog.PackState // pack states to record
 	sealing   int                 // full packs being sealed outside mu
@@ -44,7 +50,7 @@ func (r *Repo) NewStore(ctx context.Context) (*Store, error) {
 	if err := r.syncSealedPacks(ctx); err != nil {
 		return nil, err
 	}
-	s := &Store{repo: r, pending: map[pack.Hash]catalog.NewChunk{}}
+	s := &Store{repo: r, pending: map[pack.Hash]catalog.NewChunk{}, left: map[pack.Hash]uint64{}}
 	s.sealed = sync.NewCond(&s.mu)
 	return s, nil
 }
@@ -115,13 +121,24 @@ func (s *Store) Put(ctx context.Context, e pack.Entry, stored []byte) error {
 	return s.seal(ctx, full, err)
 }
 
+// leftCommits is how many Commits' chunks the store remembers after they
+// leave pending (see Store.left).
+const leftCommits = 16
+
 // PutAbsent is Put of a block HasMany reported absent with abs: the
-// catalog is asked again only if a Commit indexed chunks since.
+// catalog is asked again only if more Commits indexed chunks since than
+// the store remembers.
 func (s *Store) PutAbsent(ctx context.Context, e pack.Entry, stored []byte, abs Absence) error {
 	s.mu.Lock()
 	if s.indexed != abs.indexed {
-		s.mu.Unlock()
-		return s.Put(ctx, e, stored)
+		if s.indexed-abs.indexed >= leftCommits {
+			s.mu.Unlock()
+			return s.Put(ctx, e, stored)
+		}
+		if at, ok := s.left[e.Hash]; ok && at > abs.indexed {
+			s.mu.Unlock()
+			return nil // stored and indexed since
+		}
 	}
 	full, err := s.putLocked(ctx, e, stored)
 	s.mu.Unlock()
@@ -271,9 +288,18 @@ func (s *Store) CommitAll(ctx context.Context, bs []catalog.Batch) error {
 	s.mu.Lock()
 	if len(chunks) > 0 {
 		s.indexed++ // before they leave pending: see HasMany
-	}
-	for _, c := range chunks {
-		delete(s.pending, c.Hash)
+		by := &s.leftBy[s.indexed%leftCommits]
+		for _, h := range *by {
+			if s.left[h] == s.indexed-leftCommits {
+				delete(s.left, h)
+			}
+		}
+		*by = (*by)[:0]
+		for _, c := range chunks {
+			delete(s.pending, c.Hash)
+			s.left[c.Hash] = s.indexed
+			*by = append(*by, c.Hash)
+		}
 	}
 	s.mu.Unlock()
 	return nil

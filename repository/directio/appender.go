@@ -14,6 +14,27 @@ const (
 	inFlight = 4
 )
 
+// runBufs keeps run buffers of closed Appenders for the next ones (a new
+// pack file every 32 MiB on a server): memory written again soon is
+// cheaper to fill than new memory.
+var runBufs = make(chan []byte, 16)
+
+func runBuf() []byte {
+	select {
+	case b := <-runBufs:
+		return b[:0]
+	default:
+		return AlignedBuf(RunSize)
+	}
+}
+
+func putRunBuf(b []byte) {
+	select {
+	case runBufs <- b[:0]:
+	default:
+	}
+}
+
 // run is a write under way.
 type run struct {
 	b    []byte
@@ -51,7 +72,7 @@ type Appender struct {
 // stay. With direct, whole pages go directly where the file system allows
 // it (off must then be page-aligned for them to).
 func NewAppender(f *os.File, path string, off int64, direct bool) *Appender {
-	a := &Appender{f: f, w: &WriterAt{f: f}, name: path, bufOff: off, cached: off, buf: AlignedBuf(RunSize)}
+	a := &Appender{f: f, w: &WriterAt{f: f}, name: path, bufOff: off, cached: off, buf: runBuf()}
 	a.size.Store(off)
 	if direct && off%Align == 0 {
 		a.w = NewWriterAt(f, path)
@@ -141,13 +162,25 @@ func (a *Appender) ReadAt(p []byte, off int64) (int, error) {
 	return got, nil
 }
 
-// Close flushes and closes the direct descriptor (not the file).
+// Close flushes and closes the direct descriptor (not the file). Nothing
+// can be appended after it; ReadAt reads from the file.
 func (a *Appender) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.writeOut(true)
 	a.w.Close()
-	return a.err
+	err := a.err
+	if err == nil {
+		// Everything is in the file, where ReadAt finds it from now on.
+		for _, b := range append(a.spare, a.buf) {
+			if cap(b) == RunSize {
+				putRunBuf(b)
+			}
+		}
+		a.spare, a.buf, a.bufOff = nil, nil, a.size.Load()
+		a.err = fmt.Errorf("append to %s: closed", a.name)
+	}
+	return err
 }
 
 // runAt returns the run under way that holds offset at, if any. Called
@@ -184,7 +217,7 @@ func (a *Appender) writeOut(all bool) {
 		if k := len(a.spare); k > 0 {
 			next, a.spare = a.spare[k-1], a.spare[:k-1]
 		} else {
-			next = AlignedBuf(RunSize)
+			next = runBuf()
 		}
 		a.buf = next[:copy(next[:len(a.buf)-n], a.buf[n:])]
 		a.bufOff += int64(n)

@@ -64,6 +64,13 @@ func TestAppenderReadsWhatItAppended(t *testing.T) {
 		if err := a.Close(); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := a.Append([]byte{1}); err == nil {
+			t.Fatal("append after Close succeeded")
+		}
+		tail := make([]byte, min(len(want), 5<<20))
+		if _, err := a.ReadAt(tail, int64(len(want)-len(tail))); err != nil || !bytes.Equal(tail, want[len(want)-len(tail):]) {
+			t.Fatalf("%s: read after Close: %v", dir, err)
+		}
 		if err := f.Close(); err != nil {
 			t.Fatal(err)
 		}

@@ -130,7 +130,7 @@ func (w *Writer) sticky() error {
 	w.mu.Lock()
 	err := w.err
 	w.mu.Unlock()
-	if err != nil {
+	if err != nil || w.sealed.Load() {
 		return err
 	}
 	_, err = w.out.Append()
