@@ -21,11 +21,11 @@ import (
 type Store struct {
 	repo *Repo
 
-	mu        sync.Mutex // guards the fields below
-	cur       *pack.Writer
-	curID     int64
-	pending   map[pack.Hash]catalog.NewChunk // appended, not yet indexed
-	indexed   uint64                         // how many Commits indexed chunks
+	mu      sync.Mutex // guards the fields below
+	cur     *pack.Writer
+	curID   int64
+	pending map[pack.Hash]catalog.NewChunk // appended, not yet indexed
+	indexed uint64                         // how many Commits indexed chunks
 	// left holds the chunks the last leftCommits of those Commits took out
 	// of pending, by the value of indexed each made (leftBy lists them by
 	// Commit): PutAbsent finds there a block stored since its Absence
