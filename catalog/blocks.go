@@ -67,6 +67,8 @@ type Batch struct {
 	StreamEpoch string
 	StreamSeq   uint64
 	Next        *int64
+	// Committed, when set, receives the point's time as committed.
+	Committed *time.Time
 	// AfterPrevious, in ApplyAll, makes the batch's point the one the
 	// batch before it opened with Next (PointID is then ignored).
 	AfterPrevious bool
@@ -144,16 +146,20 @@ func applyTx(ctx context.Context, tx *sql.Tx, b Batch) error {
 		}
 	}
 	if b.Commit {
-		res, err := tx.ExecContext(ctx, `UPDATE points SET state = 'committed', progress = ?,
+		var ns int64
+		err := tx.QueryRowContext(ctx, `UPDATE points SET state = 'committed', progress = ?,
 			time_ns = MAX(?, (SELECT IFNULL(MAX(time_ns), 0) + 1 FROM points WHERE volume_id = ? AND state = 'committed')),
 			kind = IIF(? = '', kind, ?), label = IIF(? = '', label, ?), stream_epoch = ?, stream_seq = ?
-			WHERE id = ? AND state = 'pending'`,
-			b.Progress, b.Time.UnixNano(), b.VolumeID, b.Kind, b.Kind, b.Label, b.Label, b.StreamEpoch, b.StreamSeq, b.PointID)
+			WHERE id = ? AND state = 'pending' RETURNING time_ns`,
+			b.Progress, b.Time.UnixNano(), b.VolumeID, b.Kind, b.Kind, b.Label, b.Label, b.StreamEpoch, b.StreamSeq, b.PointID).Scan(&ns)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("commit point %d: it is not pending", b.PointID)
+		}
 		if err != nil {
 			return fmt.Errorf("commit point %d: %w", b.PointID, err)
 		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return fmt.Errorf("commit point %d: it is not pending", b.PointID)
+		if b.Committed != nil {
+			*b.Committed = time.Unix(0, ns).UTC()
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE volumes SET size = (SELECT size FROM points WHERE id = ?) WHERE id = ?`, b.PointID, b.VolumeID); err != nil {
 			return fmt.Errorf("commit point %d: %w", b.PointID, err)

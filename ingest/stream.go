@@ -452,36 +452,30 @@ func (s *Server) commitStaged(ctx context.Context, sess *session) error {
 		return nil
 	}
 	sess.staged = nil
+	times := make([]time.Time, len(staged))
+	for i := range staged {
+		staged[i].Committed = &times[i]
+	}
 	if err := s.store.CommitAll(ctx, staged); err != nil {
 		s.end(sess)
 		return err
 	}
 	clear(sess.carry)
-	ids := make([]int64, len(staged))
-	ids[0] = sess.point.ID
-	for i := 1; i < len(staged); i++ {
-		ids[i] = *staged[i-1].Next
-	}
 	last := staged[len(staged)-1]
 	sess.mu.Lock()
 	sess.ackedSeq = last.StreamSeq
 	sess.seeded = true
 	sess.progress, sess.flushed = sess.nblocks, sess.nblocks
-	sess.mu.Unlock()
-	next, err := s.repo.Catalog.PendingPoint(ctx, *last.Next)
-	if err != nil {
-		s.end(sess)
-		return err
-	}
-	sess.mu.Lock()
-	sess.point = next
+	id := sess.point.ID
+	// The next pending point, opened with the last commit, has the
+	// volume's size (see catalog.Batch.Next).
+	sess.point.ID = *last.Next
 	sess.mu.Unlock()
 	for i, b := range staged {
-		done, err := s.repo.Catalog.Point(ctx, ids[i])
-		if err != nil {
-			return err
+		sess.done = append(sess.done, PointRef{ID: id, Time: times[i], Seq: b.StreamSeq, Kind: b.Kind})
+		if b.Next != nil {
+			id = *b.Next
 		}
-		sess.done = append(sess.done, PointRef{ID: done.ID, Time: done.Time, Seq: b.StreamSeq, Kind: b.Kind})
 	}
 	return nil
 }

@@ -204,6 +204,9 @@ func TestStreamGroupCommitPoints(t *testing.T) {
 			if got := readPoint(t, repo, p.ID, size); !bytes.Equal(got, want[round*12+i]) {
 				t.Errorf("round %d: point %d (id %d) differs from the volume at its flush", round, i, p.ID)
 			}
+			if cp, err := repo.Catalog.Point(ctx, p.ID); err != nil || !cp.Time.Equal(p.Time) {
+				t.Errorf("round %d: point %d acknowledged with time %v, the catalog has %v (%v)", round, i, p.Time, cp.Time, err)
+			}
 		}
 	}
 	ps, _ := repo.Catalog.Points(ctx, "m", "v")

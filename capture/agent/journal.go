@@ -45,14 +45,17 @@ type journal struct {
 	timer   *time.Timer
 }
 
-// A write wakes the shipper only once wakeBytes are journaled since it was
-// last woken, else wakeDelay later; a flush (or anything else) wakes it at
-// once. A synchronous write (a write, then a flush) thus makes one request
-// to the server, not one for the write and one for the flush, and the
-// shipper does not compete with the write path for a core between them.
+// A write or a flush wakes the shipper only once wakeBytes are journaled
+// since it was last woken, else wakeDelay later; anything else (a
+// bookmark, a gap) wakes it at once. Synchronous writes (each a write,
+// then a flush) thus reach the server a few in one request, whose points
+// the server makes durable together, instead of a request, a pack sync and
+// a catalog transaction for each, which competed for the disk with the
+// spool's own flushes: 4 KiB O_DSYNC writes went from 48 % of a plain loop
+// device's rate to NN % (tools/agentbench).
 const (
 	wakeBytes = 256 << 10
-	wakeDelay = 2 * time.Millisecond
+	wakeDelay = 10 * time.Millisecond
 )
 
 func newJournal(sp *spool.Spool, blockSize int64) *journal {
@@ -172,7 +175,11 @@ func (j *journal) Flush(t time.Time) error {
 			j.startOverflow(t)
 		}
 	}
-	j.wake()
+	if j.overflow {
+		j.wake()
+	} else {
+		j.wakeSoon(64)
+	}
 	j.mu.Unlock()
 	return j.spool.Sync()
 }
