@@ -49,10 +49,9 @@ type journal struct {
 // since it was last woken, else wakeDelay later; anything else (a
 // bookmark, a gap) wakes it at once. Synchronous writes (each a write,
 // then a flush) thus reach the server a few in one request, whose points
-// the server makes durable together, instead of a request, a pack sync and
-// a catalog transaction for each, which competed for the disk with the
-// spool's own flushes: 4 KiB O_DSYNC writes went from 48 % of a plain loop
-// device's rate to NN % (tools/agentbench).
+// the server makes durable together (one pack sync, one catalog
+// transaction), instead of a request each competing with the write path
+// for the cores and the disk.
 const (
 	wakeBytes = 256 << 10
 	wakeDelay = 10 * time.Millisecond
