@@ -41,6 +41,11 @@ type shipper struct {
 	// reader, when set, is read by scans instead of src.
 	reader io.ReaderAt
 
+	// cursor is where the last ship stopped reading the spool: the next
+	// one goes on from there instead of finding its first record again
+	// from the start of a segment.
+	cursor *spool.Cursor
+
 	mu       sync.Mutex
 	draining bool
 	idle     chan struct{} // closed when a drain finds nothing left to send
@@ -214,7 +219,10 @@ func (s *shipper) ship(ctx context.Context, st *ingest.Stream, from uint64, cut 
 	if s.status.shippedSeq() < from-1 {
 		s.status.setShipped(from - 1) // records below from are on the server or in the scan
 	}
-	cur := s.spool.NewCursor(from)
+	if s.cursor == nil || s.cursor.Pos() != from {
+		s.cursor = s.spool.NewCursor(from)
+	}
+	cur := s.cursor
 	var last spool.Record
 	// A directory volume journals its manifest before a point is cut; the
 	// records that takes are shipped before the cut.

@@ -597,6 +597,10 @@ type Cursor struct {
 // NewCursor returns a cursor at the first record with seq ≥ from.
 func (s *Spool) NewCursor(from uint64) *Cursor { return &Cursor{s: s, from: from, seg: -1} }
 
+// Pos is the seq of the next record the cursor reads (or a smaller one,
+// when it has not found it yet).
+func (c *Cursor) Pos() uint64 { return c.from }
+
 // Next returns the next records, up to about maxBytes of them (at least
 // one when any is there); none when it has caught up with Append.
 func (c *Cursor) Next(maxBytes int64) ([]Record, error) {

@@ -7,11 +7,15 @@ import (
 	"sync/atomic"
 )
 
-// RunSize is the size of the runs an Appender writes in, and inFlight how
-// many it writes at once (a disk does more with several writes under way).
+// RunSize is the size of the runs an Appender writes in, inFlight how
+// many it writes at once (a disk does more with several writes under way),
+// and keepRuns how many written runs it keeps in memory for ReadAt (the
+// capture spool's shipper reads records soon after they are appended, and
+// reading what was written directly would be a disk read).
 const (
 	RunSize  = 1 << 20
 	inFlight = 4
+	keepRuns = 8
 )
 
 // runBufs keeps run buffers of closed Appenders for the next ones (a new
@@ -63,8 +67,12 @@ type Appender struct {
 	buf     []byte     // the bytes from bufOff to size, not yet written whole
 	bufOff  int64      // file offset of buf[0]
 	cached  int64      // pages below this offset went through the page cache
+	filed   int64      // the file holds what was appended below this offset
 	running []run      // runs being written in the background, oldest first
-	spare   [][]byte   // empty buffers to fill next
+	// written holds runs written out, oldest first: ReadAt finds them in
+	// memory until their buffers are filled again, once keepRuns of them
+	// are kept.
+	written []run
 	err     error
 }
 
@@ -72,7 +80,7 @@ type Appender struct {
 // stay. With direct, whole pages go directly where the file system allows
 // it (off must then be page-aligned for them to).
 func NewAppender(f *os.File, path string, off int64, direct bool) *Appender {
-	a := &Appender{f: f, w: &WriterAt{f: f}, name: path, bufOff: off, cached: off, buf: runBuf()}
+	a := &Appender{f: f, w: &WriterAt{f: f}, name: path, bufOff: off, cached: off, filed: off, buf: runBuf()}
 	a.size.Store(off)
 	if direct && off%Align == 0 {
 		a.w = NewWriterAt(f, path)
@@ -172,35 +180,57 @@ func (a *Appender) Close() error {
 	err := a.err
 	if err == nil {
 		// Everything is in the file, where ReadAt finds it from now on.
-		for _, b := range append(a.spare, a.buf) {
-			if cap(b) == RunSize {
-				putRunBuf(b)
-			}
+		for _, r := range a.written {
+			putRunBuf(r.b)
 		}
-		a.spare, a.buf, a.bufOff = nil, nil, a.size.Load()
+		if cap(a.buf) == RunSize {
+			putRunBuf(a.buf)
+		}
+		a.written, a.buf, a.bufOff = nil, nil, a.size.Load()
 		a.err = fmt.Errorf("append to %s: closed", a.name)
 	}
 	return err
 }
 
-// runAt returns the run under way that holds offset at, if any. Called
-// with mu held.
+// runAt returns the run under way or kept in memory that holds offset at,
+// if any. Called with mu held.
 func (a *Appender) runAt(at int64) *run {
-	for i, r := range a.running {
-		if at >= r.off && at < r.off+int64(len(r.b)) {
-			return &a.running[i]
+	for _, runs := range [][]run{a.running, a.written} {
+		for i, r := range runs {
+			if at >= r.off && at < r.off+int64(len(r.b)) {
+				return &runs[i]
+			}
 		}
 	}
 	return nil
 }
 
-// writeOut writes the buffer's whole pages (all of it when direct writes
-// are off) and moves the rest to the start of the other buffer. Without
-// all, the write goes on in the background while Append fills the other
-// buffer; with all, writeOut waits for it and then writes the rest too,
-// through the page cache. Called with mu held. Failures go to the sticky
-// error.
+// writeOut writes out what the buffer holds. Without all (the buffer is
+// full), it writes the buffer's whole pages (all of it when direct writes
+// are off) in the background, directly where allowed, and moves the rest
+// to the start of another buffer. With all (a Flush), it waits for the
+// runs under way and writes what the file lacks through the page cache,
+// keeping the buffer: a flush is asked for by a caller that wants a few
+// records durable, and who reads them back soon, from memory. Called with
+// mu held. Failures go to the sticky error.
 func (a *Appender) writeOut(all bool) {
+	if all {
+		for len(a.running) > 0 {
+			a.waitOldest()
+		}
+		end := a.bufOff + int64(len(a.buf))
+		if a.err != nil || a.filed >= end {
+			return
+		}
+		from := max(a.bufOff, a.filed/Align*Align) // the partial page again, whole
+		if _, err := a.f.WriteAt(a.buf[from-a.bufOff:], from); err != nil {
+			a.err = fmt.Errorf("write %s at offset %d: %w", a.name, from, err)
+			return
+		}
+		a.filed = end
+		a.cached = max(a.cached, (end+Align-1)/Align*Align)
+		return
+	}
 	for len(a.running) >= inFlight {
 		a.waitOldest()
 	}
@@ -212,34 +242,28 @@ func (a *Appender) writeOut(all bool) {
 		if direct {
 			n = n / Align * Align
 		}
-		b, off, head := a.buf[:n], a.bufOff, int(min(int64(n), max(0, a.cached-a.bufOff)))
+		b, off := a.buf[:n], a.bufOff
+		// Whole pages a Flush wrote are in the file already; pages the page
+		// cache holds go through it again.
+		skip := int(min(int64(n), max(0, a.filed/Align*Align-off)))
+		head := int(min(int64(n), max(int64(skip), a.cached-off))) - skip
 		var next []byte
-		if k := len(a.spare); k > 0 {
-			next, a.spare = a.spare[k-1], a.spare[:k-1]
+		if len(a.written) >= keepRuns {
+			next, a.written = a.written[0].b, a.written[1:]
 		} else {
 			next = runBuf()
 		}
 		a.buf = next[:copy(next[:len(a.buf)-n], a.buf[n:])]
 		a.bufOff += int64(n)
+		a.filed = max(a.filed, a.bufOff)
 		r := run{b: b, off: off, done: make(chan error, 1)}
 		a.running = append(a.running, r)
-		go func() { r.done <- a.writeAt(r.b, r.off, head) }()
-	}
-	if all {
-		for len(a.running) > 0 {
-			a.waitOldest()
-		}
-	}
-	if all && a.err == nil && len(a.buf) > 0 {
-		if _, err := a.f.WriteAt(a.buf, a.bufOff); err != nil {
-			a.err = fmt.Errorf("write %s at offset %d: %w", a.name, a.bufOff, err)
-		}
-		a.cached = a.bufOff + Align
+		go func() { r.done <- a.writeAt(b[skip:], off+int64(skip), head) }()
 	}
 }
 
-// waitOldest waits for the oldest run under way and takes its buffer back
-// as a spare. Called with mu held.
+// waitOldest waits for the oldest run under way and keeps it among the
+// written ones. Called with mu held.
 func (a *Appender) waitOldest() {
 	r := a.running[0]
 	if err := <-r.done; err != nil && a.err == nil {
@@ -247,7 +271,8 @@ func (a *Appender) waitOldest() {
 	}
 	a.running = a.running[1:]
 	if cap(r.b) == RunSize {
-		a.spare = append(a.spare, r.b[:0])
+		r.done = nil
+		a.written = append(a.written, r)
 	}
 }
 
@@ -255,6 +280,9 @@ func (a *Appender) waitOldest() {
 // page cache, the rest directly where allowed. It runs without mu, beside
 // Append and other runs.
 func (a *Appender) writeAt(b []byte, off int64, head int) error {
+	if len(b) == 0 {
+		return nil
+	}
 	if head > 0 {
 		if _, err := a.f.WriteAt(b[:head], off); err != nil {
 			return fmt.Errorf("write %s at offset %d: %w", a.name, off, err)
