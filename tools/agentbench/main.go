@@ -86,9 +86,12 @@ func main() {
 
 	const rounds = 4
 	var plainSeq, shimSeq rate
-	for range 2 {
-		plainSeq.add(ddFsync(data, dev))
-		shimSeq.add(ddFsync(data, sdev))
+	for i := range 2 {
+		pmb, psecs := ddFsync(data, dev)
+		smb, ssecs := ddFsync(data, sdev)
+		logf("dd conv=fsync run %d: plain loop %.0f MB/s, through the shim %.0f MB/s", i+1, pmb/psecs, smb/ssecs)
+		plainSeq.add(pmb, psecs)
+		shimSeq.add(smb, ssecs)
 	}
 	logf("dd conv=fsync: plain loop %.0f MB/s, through the shim %.0f MB/s", plainSeq.per(), shimSeq.per())
 	waitStreaming(bin, spool)
