@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -14,17 +13,8 @@ import (
 // tmpfs (which refuses them): every read, and the file after a flush,
 // must equal what was appended.
 func TestAppenderReadsWhatItAppended(t *testing.T) {
-	dirs := []string{t.TempDir()}
-	if d, err := os.MkdirTemp("/dev/shm", "rewind-directio-test-"); err == nil {
-		t.Cleanup(func() { os.RemoveAll(d) })
-		dirs = append(dirs, d)
-	}
-	for _, dir := range dirs {
-		p := filepath.Join(dir, "f")
-		f, err := os.Create(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, dir := range testDirs(t) {
+		p, f := createIn(t, dir)
 		a := NewAppender(f, p, 0, true)
 		src := rand.NewChaCha8([32]byte{5, 6})
 		rng := rand.New(src)

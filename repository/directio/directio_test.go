@@ -13,17 +13,8 @@ import (
 // (direct writes where it allows them) and on tmpfs (which refuses them),
 // and checks that the file reads back as the same writes made in memory.
 func TestWriterAtMixesAlignedAndUnaligned(t *testing.T) {
-	dirs := []string{t.TempDir()}
-	if d, err := os.MkdirTemp("/dev/shm", "rewind-directio-test-"); err == nil {
-		t.Cleanup(func() { os.RemoveAll(d) })
-		dirs = append(dirs, d)
-	}
-	for _, dir := range dirs {
-		p := filepath.Join(dir, "f")
-		f, err := os.Create(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, dir := range testDirs(t) {
+		p, f := createIn(t, dir)
 		w := NewWriterAt(f, p)
 		src := rand.NewChaCha8([32]byte{3, 4})
 		rng := rand.New(src)
@@ -60,4 +51,26 @@ func TestWriterAtMixesAlignedAndUnaligned(t *testing.T) {
 			t.Fatalf("%s: file differs from what was written", dir)
 		}
 	}
+}
+
+// testDirs returns the test's temporary directory, where direct writes
+// are allowed where its file system allows them, and a directory on
+// tmpfs, which refuses them (when /dev/shm is there).
+func testDirs(t *testing.T) []string {
+	dirs := []string{t.TempDir()}
+	if d, err := os.MkdirTemp("/dev/shm", "rewind-directio-test-"); err == nil {
+		t.Cleanup(func() { os.RemoveAll(d) })
+		dirs = append(dirs, d)
+	}
+	return dirs
+}
+
+// createIn creates the file f in dir.
+func createIn(t *testing.T, dir string) (string, *os.File) {
+	p := filepath.Join(dir, "f")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, f
 }
