@@ -255,6 +255,15 @@ func (db *DB) Indexed(ctx context.Context, hashes [][32]byte) ([]bool, error) {
 	return out, nil
 }
 
+const blockMapQuery = `
+	WITH RECURSIVE w(blk) AS (SELECT ?1 UNION ALL SELECT blk + 1 FROM w WHERE blk + 1 < ?2),
+	v(blk, chunk_id) AS MATERIALIZED (
+		SELECT blk, (SELECT chunk_id FROM blocks b WHERE b.volume_id = ?3 AND b.blk = w.blk AND b.seq <= ?4
+			ORDER BY b.seq DESC LIMIT 1) FROM w)
+	SELECT v.blk, v.chunk_id, c.id, c.hash, c.pack_id, c.offset, c.clen, c.ulen
+	FROM v LEFT JOIN chunks c ON c.id = v.chunk_id
+	WHERE v.chunk_id != 0`
+
 // BlockMap resolves blocks [first, first+len(dst)) of a volume as of point
 // seq into dst: for each block, the newest version at or before seq (the
 // zero chunk when there is none). Each block costs one index seek, all of
@@ -264,14 +273,7 @@ func (db *DB) BlockMap(ctx context.Context, volumeID, seq, first int64, dst []Ch
 	if len(dst) == 0 {
 		return nil
 	}
-	rows, err := db.r.QueryContext(ctx, `
-		WITH RECURSIVE w(blk) AS (SELECT ?1 UNION ALL SELECT blk + 1 FROM w WHERE blk + 1 < ?2),
-		v(blk, chunk_id) AS MATERIALIZED (
-			SELECT blk, (SELECT chunk_id FROM blocks b WHERE b.volume_id = ?3 AND b.blk = w.blk AND b.seq <= ?4
-				ORDER BY b.seq DESC LIMIT 1) FROM w)
-		SELECT v.blk, v.chunk_id, c.id, c.hash, c.pack_id, c.offset, c.clen, c.ulen
-		FROM v LEFT JOIN chunks c ON c.id = v.chunk_id
-		WHERE v.chunk_id != 0`, first, first+int64(len(dst)), volumeID, seq)
+	rows, err := db.blockMap.QueryContext(ctx, first, first+int64(len(dst)), volumeID, seq)
 	if err != nil {
 		return fmt.Errorf("resolve blocks %d–%d of volume %d at point %d: %w", first, first+int64(len(dst))-1, volumeID, seq, err)
 	}

@@ -92,9 +92,11 @@ const (
 type DB struct {
 	w *sql.DB
 	r *sql.DB
-	// chunkByHash is prepared once: ingest looks a chunk up for every
-	// block it is sent.
+	// chunkByHash and blockMap are prepared once: ingest looks a chunk up
+	// for every block it is sent, and a block up for every partial write
+	// of a capture stream.
 	chunkByHash *sql.Stmt
+	blockMap    *sql.Stmt
 }
 
 // Open opens the catalog at path. With create it makes the file and schema
@@ -147,16 +149,22 @@ func Open(ctx context.Context, path string, create bool) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("catalog %s: %w", path, err)
 	}
+	if db.blockMap, err = r.PrepareContext(ctx, blockMapQuery); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("catalog %s: %w", path, err)
+	}
 	return db, nil
 }
 
 // Close closes every connection.
 func (db *DB) Close() error {
-	var err error
-	if db.chunkByHash != nil {
-		err = db.chunkByHash.Close()
+	var errs []error
+	for _, st := range []*sql.Stmt{db.chunkByHash, db.blockMap} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
 	}
-	return errors.Join(err, db.w.Close(), db.r.Close())
+	return errors.Join(append(errs, db.w.Close(), db.r.Close())...)
 }
 
 // tx runs fn in one write transaction.
