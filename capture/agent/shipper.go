@@ -272,6 +272,13 @@ func (s *shipper) ship(ctx context.Context, st *ingest.Stream, from uint64, cut 
 			}
 			prepared = false
 		}
+		// A small batch means the journal was nearly drained: what came
+		// while it travelled waits for the journal to wake the shipper (up
+		// to wakeDelay), so that synchronous writes go a few per request
+		// instead of one by one.
+		if !cut && journaledBytes(recs) < wakeBytes {
+			break
+		}
 	}
 	if cut || s.cutDue() {
 		t := last.Time
@@ -281,6 +288,15 @@ func (s *shipper) ship(ctx context.Context, st *ingest.Stream, from uint64, cut 
 		return s.cut(ctx, st, t)
 	}
 	return nil
+}
+
+// journaledBytes is about what recs take in the journal.
+func journaledBytes(recs []spool.Record) int64 {
+	var n int64
+	for _, r := range recs {
+		n += int64(len(r.Data)) + 64
+	}
+	return n
 }
 
 // cutDue reports whether a change shipped but not in a point has waited
