@@ -76,7 +76,7 @@ type Batch struct {
 
 // Apply writes a batch in one transaction.
 func (db *DB) Apply(ctx context.Context, b Batch) error {
-	return db.tx(ctx, func(tx *sql.Tx) error { return applyTx(ctx, tx, b) })
+	return db.tx(ctx, func(tx *sql.Tx) error { return applyTx(ctx, newTxStmts(tx), b) })
 }
 
 // ApplyAll writes batches in order in one transaction: several points of
@@ -84,6 +84,7 @@ func (db *DB) Apply(ctx context.Context, b Batch) error {
 // batch with AfterPrevious fills the point the batch before it opened.
 func (db *DB) ApplyAll(ctx context.Context, bs []Batch) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
+		ts := newTxStmts(tx)
 		var prev *int64
 		for i, b := range bs {
 			if b.AfterPrevious {
@@ -92,7 +93,7 @@ func (db *DB) ApplyAll(ctx context.Context, bs []Batch) error {
 				}
 				b.PointID = *prev
 			}
-			if err := applyTx(ctx, tx, b); err != nil {
+			if err := applyTx(ctx, ts, b); err != nil {
 				return err
 			}
 			prev = b.Next
@@ -101,18 +102,56 @@ func (db *DB) ApplyAll(ctx context.Context, bs []Batch) error {
 	})
 }
 
-func applyTx(ctx context.Context, tx *sql.Tx, b Batch) error {
+// txStmts prepares each statement of a transaction once, however many
+// batches run it (a capture stream commits several points in one
+// transaction, each with the same few statements). The transaction closes
+// them when it ends.
+type txStmts struct {
+	tx *sql.Tx
+	m  map[string]*sql.Stmt
+}
+
+func newTxStmts(tx *sql.Tx) *txStmts { return &txStmts{tx: tx, m: map[string]*sql.Stmt{}} }
+
+func (ts *txStmts) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := ts.m[q]; ok {
+		return st, nil
+	}
+	st, err := ts.tx.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	ts.m[q] = st
+	return st, nil
+}
+
+func (ts *txStmts) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	st, err := ts.stmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (ts *txStmts) scan(ctx context.Context, q string, args []any, dst ...any) error {
+	st, err := ts.stmt(ctx, q)
+	if err != nil {
+		return err
+	}
+	return st.QueryRowContext(ctx, args...).Scan(dst...)
+}
+
+func applyTx(ctx context.Context, ts *txStmts, b Batch) error {
 	for _, p := range b.Packs {
-		if _, err := tx.ExecContext(ctx, `UPDATE packs SET state = ?, size = ? WHERE id = ?`, p.State, p.Size, p.ID); err != nil {
+		if _, err := ts.exec(ctx, `UPDATE packs SET state = ?, size = ? WHERE id = ?`, p.State, p.Size, p.ID); err != nil {
 			return fmt.Errorf("record pack %d: %w", p.ID, err)
 		}
 	}
 	if len(b.Chunks) > 0 {
-		st, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO chunks(hash, pack_id, offset, clen, ulen) VALUES(?, ?, ?, ?, ?)`)
+		st, err := ts.stmt(ctx, `INSERT OR IGNORE INTO chunks(hash, pack_id, offset, clen, ulen) VALUES(?, ?, ?, ?, ?)`)
 		if err != nil {
 			return fmt.Errorf("index chunks: %w", err)
 		}
-		defer st.Close()
 		for _, c := range b.Chunks {
 			if _, err := st.ExecContext(ctx, c.Hash[:], c.PackID, c.Offset, c.CLen, c.ULen); err != nil {
 				return fmt.Errorf("index chunk %x: %w", c.Hash, err)
@@ -123,16 +162,14 @@ func applyTx(ctx context.Context, tx *sql.Tx, b Batch) error {
 		return nil
 	}
 	if len(b.Blocks) > 0 {
-		look, err := tx.PrepareContext(ctx, `SELECT id FROM chunks WHERE hash = ?`)
+		look, err := ts.stmt(ctx, `SELECT id FROM chunks WHERE hash = ?`)
 		if err != nil {
 			return fmt.Errorf("record blocks: %w", err)
 		}
-		defer look.Close()
-		put, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO blocks(volume_id, blk, seq, chunk_id) VALUES(?, ?, ?, ?)`)
+		put, err := ts.stmt(ctx, `INSERT OR REPLACE INTO blocks(volume_id, blk, seq, chunk_id) VALUES(?, ?, ?, ?)`)
 		if err != nil {
 			return fmt.Errorf("record blocks: %w", err)
 		}
-		defer put.Close()
 		for _, w := range b.Blocks {
 			var id int64
 			if !w.Zero {
@@ -147,11 +184,11 @@ func applyTx(ctx context.Context, tx *sql.Tx, b Batch) error {
 	}
 	if b.Commit {
 		var ns int64
-		err := tx.QueryRowContext(ctx, `UPDATE points SET state = 'committed', progress = ?,
+		err := ts.scan(ctx, `UPDATE points SET state = 'committed', progress = ?,
 			time_ns = MAX(?, (SELECT IFNULL(MAX(time_ns), 0) + 1 FROM points WHERE volume_id = ? AND state = 'committed')),
 			kind = IIF(? = '', kind, ?), label = IIF(? = '', label, ?), stream_epoch = ?, stream_seq = ?
 			WHERE id = ? AND state = 'pending' RETURNING time_ns`,
-			b.Progress, b.Time.UnixNano(), b.VolumeID, b.Kind, b.Kind, b.Label, b.Label, b.StreamEpoch, b.StreamSeq, b.PointID).Scan(&ns)
+			[]any{b.Progress, b.Time.UnixNano(), b.VolumeID, b.Kind, b.Kind, b.Label, b.Label, b.StreamEpoch, b.StreamSeq, b.PointID}, &ns)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("commit point %d: it is not pending", b.PointID)
 		}
@@ -161,11 +198,11 @@ func applyTx(ctx context.Context, tx *sql.Tx, b Batch) error {
 		if b.Committed != nil {
 			*b.Committed = time.Unix(0, ns).UTC()
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE volumes SET size = (SELECT size FROM points WHERE id = ?) WHERE id = ?`, b.PointID, b.VolumeID); err != nil {
+		if _, err := ts.exec(ctx, `UPDATE volumes SET size = (SELECT size FROM points WHERE id = ?) WHERE id = ?`, b.PointID, b.VolumeID); err != nil {
 			return fmt.Errorf("commit point %d: %w", b.PointID, err)
 		}
 		if b.Next != nil {
-			res, err := tx.ExecContext(ctx, `INSERT INTO points(volume_id, time_ns, kind, label, size, state)
+			res, err := ts.exec(ctx, `INSERT INTO points(volume_id, time_ns, kind, label, size, state)
 				SELECT volume_id, ?, 'crash', '', size, 'pending' FROM points WHERE id = ?`, nowNS(), b.PointID)
 			if err != nil {
 				return fmt.Errorf("open the point after %d: %w", b.PointID, err)
@@ -174,7 +211,7 @@ func applyTx(ctx context.Context, tx *sql.Tx, b Batch) error {
 		}
 		return nil
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE points SET progress = ? WHERE id = ?`, b.Progress, b.PointID); err != nil {
+	if _, err := ts.exec(ctx, `UPDATE points SET progress = ? WHERE id = ?`, b.Progress, b.PointID); err != nil {
 		return fmt.Errorf("record progress of point %d: %w", b.PointID, err)
 	}
 	return nil
