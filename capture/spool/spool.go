@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -128,6 +129,11 @@ type Spool struct {
 	// durable: every record with a smaller seq is on disk.
 	durable uint64
 	free    []string // acknowledged segment files kept for reuse
+	// filling says a spare segment is being written (see fillSpare);
+	// closed stops new ones.
+	filling bool
+	closed  bool
+	fills   sync.WaitGroup
 
 	// syncMu lets one fdatasync run at a time; a Sync that waited for it
 	// finds its records made durable by the one before, most of the time.
@@ -215,15 +221,21 @@ func Open(dir string, limit int64) (*Spool, error) {
 			// An empty segment is appended to from its start, so nothing
 			// from before may remain in it (a later record of the same
 			// numbering could be read after a new, shorter one).
-			f, err := os.OpenFile(last.path, os.O_RDWR|os.O_TRUNC, 0)
+			// Zeros rather than a truncation, for written blocks (see
+			// fillSpare).
+			if err := writeZeroFile(last.path, s.segSize); err != nil {
+				return nil, fmt.Errorf("spool: clear %s: %w", last.path, err)
+			}
+			f, err := os.OpenFile(last.path, os.O_RDWR, 0)
 			if err != nil {
 				return nil, fmt.Errorf("spool: %w", err)
 			}
-			s.preallocate(f)
 			s.startAppending(f, &s.segs[len(s.segs)-1])
 		}
 	}
 	s.durable = s.next
+	os.Remove(filepath.Join(dir, spareName)) // one a crash interrupted
+	s.fillSpare()
 	return s, nil
 }
 
@@ -385,7 +397,67 @@ func (s *Spool) rotate() error {
 	}
 	s.segs = append(s.segs, segment{first: s.next, path: p})
 	s.startAppending(f, &s.segs[len(s.segs)-1])
+	s.fillSpare()
 	return nil
+}
+
+// spareName is where a spare segment is written before it joins the free
+// ones as free-0000000000000000.log (a seq no record has).
+const spareName = "spare.log"
+
+// fillSpare starts writing a spare segment in the background when no
+// acknowledged one is free for the next rotation. Its blocks are written
+// (zeros), not only preallocated: the first flush into a block that is
+// only preallocated also commits the file system's change of that extent
+// to written, and a synchronous write then cost the spool's fdatasync half
+// as much again (4,000 against 6,000 4 KiB write+fdatasync per second
+// here). Called with mu held.
+func (s *Spool) fillSpare() {
+	if len(s.free) > 0 || s.filling || s.closed {
+		return
+	}
+	s.filling = true
+	s.fills.Add(1)
+	go func() {
+		defer s.fills.Done()
+		tmp := filepath.Join(s.dir, spareName)
+		p := filepath.Join(s.dir, fmt.Sprintf("free-%016x.log", 0))
+		err := writeZeroFile(tmp, s.segSize)
+		if err == nil {
+			err = os.Rename(tmp, p)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.filling = false
+		if err != nil || s.closed || len(s.free) >= keepFree {
+			if err != nil {
+				slog.Debug("spool: no spare segment", "err", err)
+			}
+			os.Remove(tmp)
+			os.Remove(p)
+			return
+		}
+		s.free = append(s.free, p)
+	}()
+}
+
+// writeZeroFile writes a file of n zero bytes, directly where the file
+// system allows it, and makes it durable.
+func writeZeroFile(path string, n int64) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w := directio.NewWriterAt(f, path)
+	defer w.Close()
+	z := directio.AlignedBuf(1 << 20)[:1<<20]
+	for off := int64(0); off < n; off += int64(len(z)) {
+		if _, err := w.WriteAt(z[:min(int64(len(z)), n-off)], off); err != nil {
+			return err
+		}
+	}
+	return fdatasync(f)
 }
 
 // startAppending makes f, the file of seg (the last segment, empty), the
@@ -683,6 +755,10 @@ func (c *Cursor) Next(maxBytes int64) ([]Record, error) {
 
 // Close syncs and closes the current segment.
 func (s *Spool) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.fills.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var err error

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -67,6 +68,7 @@ func TestAppendReadAckAndReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer s2.Close()
 	if n := s2.Next(); n != 101 {
 		t.Fatalf("after a torn tail next seq is %d, want 101 (the flush record was torn)", n)
 	}
@@ -357,6 +359,7 @@ func TestNumberingSurvivesResetAndReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer s2.Close()
 	if seq, _ := s2.Append(Write, time.Now(), 0, 0, []byte("y")); seq != 6 {
 		t.Fatalf("after reset and reopen the next record got seq %d, want 6", seq)
 	}
@@ -415,5 +418,52 @@ func TestBeforeDrop(t *testing.T) {
 	}
 	if err := s.Reset(); err != nil || calls != 3 || s.Size() != 0 {
 		t.Fatalf("reset: err %v, %d calls, size %d", err, calls, s.Size())
+	}
+}
+
+// A spare segment of written zeros waits for the next segment, which
+// takes it, and the records appended into it read back.
+func TestSpareSegmentIsUsed(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 8<<20) // 1 MiB segments
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	spare := filepath.Join(dir, "free-0000000000000000.log")
+	var ino uint64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if st, err := os.Stat(spare); err == nil {
+			ino = st.Sys().(*syscall.Stat_t).Ino
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no spare segment was made")
+		}
+	}
+	data := bytes.Repeat([]byte("spare"), 1600)
+	for i := range 300 { // into a second segment
+		if _, err := s.Append(Write, time.Now(), int64(i), 0, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := os.Stat(filepath.Join(dir, "seg-0000000000000001.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Sys().(*syscall.Stat_t).Ino != ino {
+		t.Error("the first segment is not the spare")
+	}
+	recs, err := s.NewCursor(1).Next(64 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range recs {
+		if !bytes.Equal(r.Data, data) {
+			t.Fatalf("record %d differs", i)
+		}
+	}
+	if len(recs) != 300 {
+		t.Fatalf("read %d records of 300", len(recs))
 	}
 }
