@@ -7,13 +7,13 @@ import (
 	"sync/atomic"
 )
 
-// RunSize is the size of the runs an Appender writes in, inFlight how
+// runSize is the size of the runs an Appender writes in, inFlight how
 // many it writes at once (a disk does more with several writes under way),
 // and keepRuns how many written runs it keeps in memory for ReadAt (the
 // capture spool's shipper reads records soon after they are appended, and
 // reading what was written directly would be a disk read).
 const (
-	RunSize  = 1 << 20
+	runSize  = 1 << 20
 	inFlight = 4
 	keepRuns = 8
 )
@@ -28,7 +28,7 @@ func runBuf() []byte {
 	case b := <-runBufs:
 		return b[:0]
 	default:
-		return AlignedBuf(RunSize)
+		return AlignedBuf(runSize)
 	}
 }
 
@@ -47,7 +47,7 @@ type run struct {
 }
 
 // Appender appends to a file. Appends are gathered in memory and written
-// in runs of about RunSize bytes, each in the background while the next
+// in runs of about runSize bytes, each in the background while the next
 // one fills. Whole pages of a run go through a second descriptor opened
 // with O_DIRECT where the file system allows it. What is left, less than a
 // page, goes through the page cache at a Flush and stays in memory; the
@@ -110,7 +110,7 @@ func (a *Appender) Append(parts ...[]byte) (int64, error) {
 			return 0, a.err
 		}
 		if len(a.buf)+n > cap(a.buf) {
-			nb := AlignedBuf((len(a.buf) + n + RunSize) / Align * Align)
+			nb := AlignedBuf((len(a.buf) + n + runSize) / Align * Align)
 			a.buf = append(nb, a.buf...)
 		}
 	}
@@ -183,7 +183,7 @@ func (a *Appender) Close() error {
 		for _, r := range a.written {
 			putRunBuf(r.b)
 		}
-		if cap(a.buf) == RunSize {
+		if cap(a.buf) == runSize {
 			putRunBuf(a.buf)
 		}
 		a.written, a.buf, a.bufOff = nil, nil, a.size.Load()
@@ -270,7 +270,7 @@ func (a *Appender) waitOldest() {
 		a.err = err
 	}
 	a.running = a.running[1:]
-	if cap(r.b) == RunSize {
+	if cap(r.b) == runSize {
 		r.done = nil
 		a.written = append(a.written, r)
 	}
