@@ -39,7 +39,7 @@ func putRunBuf(b []byte) {
 	}
 }
 
-// run is a write under way.
+// run is a run under way, or written and kept for ReadAt (done nil).
 type run struct {
 	b    []byte
 	off  int64
@@ -47,13 +47,14 @@ type run struct {
 }
 
 // Appender appends to a file. Appends are gathered in memory and written
-// in runs of about runSize bytes, each in the background while the next
-// one fills. Whole pages of a run go through a second descriptor opened
-// with O_DIRECT where the file system allows it. What is left, less than a
-// page, goes through the page cache at a Flush and stays in memory; the
-// rest of that page follows it through the page cache with the next run,
-// so no page is written both ways (a direct write over a page a reader
-// holds in the cache could leave that reader's copy stale).
+// in runs of about runSize bytes, in the background while the next one
+// fills. Whole pages of a run go through a second descriptor opened with
+// O_DIRECT where the file system allows it. A Flush writes what the file
+// lacks through the page cache and keeps it in memory; pages a Flush
+// wrote are not written again, and a page it wrote in part follows
+// through the page cache with the next run, so no page is written both
+// ways (a direct write over a page a reader holds in the cache could leave
+// that reader's copy stale).
 //
 // Its first write error is sticky: every later call returns it. It is
 // safe for concurrent use.
