@@ -55,6 +55,8 @@ type journal struct {
 const (
 	wakeBytes = 256 << 10
 	wakeDelay = 10 * time.Millisecond
+	// recordBytes is about what a record takes in the spool beside its data.
+	recordBytes = 64
 )
 
 func newJournal(sp *spool.Spool, blockSize int64) *journal {
@@ -79,7 +81,7 @@ func (j *journal) record(kind spool.Kind, t time.Time, off, n int64, data []byte
 		_, err := j.spool.Append(kind, t, off, n, data)
 		if err == nil {
 			if kind == spool.Write || kind == spool.Discard {
-				j.wakeSoon(int64(len(data)) + 64)
+				j.wakeSoon(int64(len(data)) + recordBytes)
 			} else {
 				j.wake()
 			}
@@ -177,7 +179,7 @@ func (j *journal) Flush(t time.Time) error {
 	if j.overflow {
 		j.wake()
 	} else {
-		j.wakeSoon(64)
+		j.wakeSoon(recordBytes)
 	}
 	j.mu.Unlock()
 	return j.spool.Sync()

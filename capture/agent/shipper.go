@@ -294,7 +294,7 @@ func (s *shipper) ship(ctx context.Context, st *ingest.Stream, from uint64, cut 
 func journaledBytes(recs []spool.Record) int64 {
 	var n int64
 	for _, r := range recs {
-		n += int64(len(r.Data)) + 64
+		n += int64(len(r.Data)) + recordBytes
 	}
 	return n
 }

@@ -64,12 +64,14 @@ type Appender struct {
 	name string
 	size atomic.Int64 // bytes appended, from the file's start
 
-	mu      sync.Mutex // the fields below
-	buf     []byte     // the bytes from bufOff to size, not yet written whole
-	bufOff  int64      // file offset of buf[0]
-	cached  int64      // pages below this offset went through the page cache
-	filed   int64      // the file holds what was appended below this offset
-	running []run      // runs being written in the background, oldest first
+	mu     sync.Mutex // the fields below
+	buf    []byte     // the bytes from bufOff to size, not yet written whole
+	bufOff int64      // file offset of buf[0]
+	// filed: what was appended below this offset is in the file or on
+	// its way there. Past a Flush it may end inside a page, which went
+	// through the page cache and follows it with the next run.
+	filed   int64
+	running []run // runs being written in the background, oldest first
 	// written holds runs written out, oldest first: ReadAt finds them in
 	// memory until their buffers are filled again, once keepRuns of them
 	// are kept.
@@ -81,7 +83,7 @@ type Appender struct {
 // stay. With direct, whole pages go directly where the file system allows
 // it (off must then be page-aligned for them to).
 func NewAppender(f *os.File, path string, off int64, direct bool) *Appender {
-	a := &Appender{f: f, w: &WriterAt{f: f}, name: path, bufOff: off, cached: off, filed: off, buf: runBuf()}
+	a := &Appender{f: f, w: &WriterAt{f: f}, name: path, bufOff: off, filed: off, buf: runBuf()}
 	a.size.Store(off)
 	if direct && off%Align == 0 {
 		a.w = NewWriterAt(f, path)
@@ -123,6 +125,13 @@ func (a *Appender) Append(parts ...[]byte) (int64, error) {
 	return off, nil
 }
 
+// Err is the sticky error, if any (after Close, that it is closed).
+func (a *Appender) Err() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err
+}
+
 // Flush writes everything appended so far to the file (it does not sync).
 func (a *Appender) Flush() error {
 	a.mu.Lock()
@@ -140,13 +149,13 @@ func (a *Appender) ReadAt(p []byte, off int64) (int, error) {
 	for got < len(p) {
 		at := off + int64(got)
 		var src []byte
+		r := a.runAt(at)
 		switch {
 		case at >= a.bufOff:
 			if i := at - a.bufOff; i < int64(len(a.buf)) {
 				src = a.buf[i:]
 			}
-		case a.runAt(at) != nil:
-			r := a.runAt(at)
+		case r != nil:
 			src = r.b[at-r.off:]
 		default:
 			// In the file: up to where memory takes over.
@@ -229,7 +238,6 @@ func (a *Appender) writeOut(all bool) {
 			return
 		}
 		a.filed = end
-		a.cached = max(a.cached, (end+Align-1)/Align*Align)
 		return
 	}
 	for len(a.running) >= inFlight {
@@ -244,10 +252,10 @@ func (a *Appender) writeOut(all bool) {
 			n = n / Align * Align
 		}
 		b, off := a.buf[:n], a.bufOff
-		// Whole pages a Flush wrote are in the file already; pages the page
-		// cache holds go through it again.
+		// Whole pages a Flush wrote are in the file already; the page it
+		// wrote in part goes through the page cache again.
 		skip := int(min(int64(n), max(0, a.filed/Align*Align-off)))
-		head := int(min(int64(n), max(int64(skip), a.cached-off))) - skip
+		head := int(min(int64(n), max(int64(skip), (a.filed+Align-1)/Align*Align-off))) - skip
 		var next []byte
 		if len(a.written) >= keepRuns {
 			next, a.written = a.written[0].b, a.written[1:]

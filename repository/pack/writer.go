@@ -63,12 +63,13 @@ func (w *Writer) Append(e Entry, data []byte) (Entry, error) {
 	var hdr [EntryHeaderSize]byte
 	var trailer [entryTrailer]byte
 	e.CLen = uint32(len(data))
-	e.Offset = w.out.Size()
 	encodeEntryHeader(hdr[:], e)
 	binary.LittleEndian.PutUint32(trailer[:], crc(data))
-	if _, err := w.out.Append(hdr[:], data, trailer[:]); err != nil {
+	off, err := w.out.Append(hdr[:], data, trailer[:])
+	if err != nil {
 		return Entry{}, err
 	}
+	e.Offset = off
 	w.entries = append(w.entries, e)
 	return e, nil
 }
@@ -133,8 +134,7 @@ func (w *Writer) sticky() error {
 	if err != nil || w.sealed.Load() {
 		return err
 	}
-	_, err = w.out.Append()
-	return err
+	return w.out.Err()
 }
 
 func (w *Writer) verify(idx []byte) error {
